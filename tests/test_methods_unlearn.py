@@ -196,5 +196,8 @@ def test_methods_command_lists_every_method_as_json():
     assert listed["offset"]["kind"] == "adds an assistant"
     assert listed["npo"]["hyperparameters"]["beta"] == 0.1
     assert listed["rmu"]["default_training"]["lr"] == 5e-5
+    assert all(row["hyperparameters"] for row in listed.values())
+    assert listed["uld"]["hyperparameters"]["lora_r"] == 16
+    assert listed["uld"]["hyperparameters"]["uniform_weight"] == 5.0
     table = CliRunner().invoke(app, ["methods"])
     assert table.exit_code == 0 and "npo+grad_diff" in table.output

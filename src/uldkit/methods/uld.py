@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from uldkit.data.documents import encode_document_chunks
 from uldkit.data.formatting import IGNORE_INDEX, encode_pairs
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
@@ -126,11 +127,16 @@ class ULD(UnlearningMethod):
         if self.settings["retain_count"] is not None and self.settings["retain_count"] < 0:
             raise ConfigError("retain_count must be >= 0")
 
+    @classmethod
+    def all_defaults(cls) -> dict[str, Any]:
+        """Every setting and its default; None: derived (K = depth/4, retain count, ...)."""
+        return {name: default for name, (_, default) in HYPERPARAMETERS.items()}
+
     # ---- training -----------------------------------------------------------------------
     def plan(
         self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: UnlearnData
     ) -> TrainingPlan:
-        if data.augmentation is None:
+        if data.augmentation is None and not data.forgets_documents:
             raise ConfigError("ULD needs the forget set's augmentation (paraphrases and "
                               "wrong answers)")
         identity = TargetIdentity.of(target)
@@ -150,15 +156,10 @@ class ULD(UnlearningMethod):
         if existing is not None:
             assistant.load_lora_state_dict(read_adapters(Path(existing)), existing)
 
-        questions = [p.question for p in data.forget]
-        request = ForgetRequest(
-            split=data.forget.name,
-            forget=list(data.forget),
-            paraphrases=data.augmentation.paraphrase_pairs(questions),
-            wrong_answers=data.augmentation.wrong_answer_pairs(questions),
-        )
+        request = _request(data)
         requests = earlier + [request]
         forget_side = _unique(p for r in requests for p in r.forget + r.paraphrases)
+        passages = list(dict.fromkeys(t for r in requests for t in r.passages))
         forgotten = {p.question for r in requests for p in r.forget}
         retain_pool = [p for p in data.retain if p.question not in forgotten]
         count = self.settings["retain_count"]
@@ -168,10 +169,15 @@ class ULD(UnlearningMethod):
         wrong = _unique(p for r in requests for p in r.wrong_answers)
         retain_side = retain_pairs + wrong
 
-        streams = {"forget": encode_pairs(tokenizer, forget_side, data.max_length),
-                   "retain": encode_pairs(tokenizer, retain_side, data.max_length)}
+        streams = {
+            "forget": encode_pairs(tokenizer, forget_side, data.max_length)
+            + encode_document_chunks(tokenizer, passages, data.max_length),
+            "retain": encode_pairs(tokenizer, retain_side, data.max_length)
+            + encode_document_chunks(tokenizer, data.retain_documents or [], data.max_length),
+        }
         if not streams["retain"]:
-            raise ConfigError("ULD's retain side is empty: no retain pairs and no wrong answers")
+            raise ConfigError("ULD's retain side is empty: no retain pairs, wrong answers or "
+                              "retain passages")
         return TrainingPlan(
             model=assistant,
             objective=ULDObjective(self.settings["uniform_weight"]),
@@ -180,6 +186,8 @@ class ULD(UnlearningMethod):
                 "forget_splits": [r.split for r in requests],
                 "retain_split": data.retain.name,
                 "forget_side": len(forget_side),
+                "forget_passages": len(passages),
+                "retain_passages": len(data.retain_documents or []),
                 "retain_pairs": len(retain_pairs),
                 "wrong_answer_pairs": len(wrong),
                 "continued_from": None if existing is None else str(Path(existing).resolve()),
@@ -291,3 +299,20 @@ def _unique(pairs) -> list[QAPair]:
             seen.add(key)
             out.append(pair)
     return out
+
+
+def _request(data: UnlearnData) -> ForgetRequest:
+    """This forget request: the forget passages (a document forget set), or the forget QA
+    pairs with their paraphrases and wrong answers."""
+    if data.forget_documents is not None:
+        name = data.forget_documents.name
+        return ForgetRequest(split=name, forget=[],
+                             passages=[d.text for d in data.forget_documents])
+    assert data.augmentation is not None
+    questions = [p.question for p in data.forget]
+    return ForgetRequest(
+        split=data.forget.name,
+        forget=list(data.forget),
+        paraphrases=data.augmentation.paraphrase_pairs(questions),
+        wrong_answers=data.augmentation.wrong_answer_pairs(questions),
+    )
