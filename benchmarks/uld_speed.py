@@ -5,15 +5,20 @@
 
 Measured in one run, medians of `--repeats`:
   (a) training time of ULD (LoRA on the first K of N layers) against GradDiff on all weights,
-      same target, same data (forget10 / retain90 of the synthetic world), same epochs and
-      batch size, no checkpoints; ULD's forget side also holds the paraphrases, so it takes
-      more steps per epoch: both the time per optimizer step and the whole run are shown;
+      same target, same epochs and batch size, no checkpoints. ULD trains on more pairs than
+      forget10 / retain90 (its forget side adds the paraphrases, its retain side the wrong
+      answers), so GradDiff runs twice: on ULD's very training pairs (the same-data
+      comparison) and on forget10 / retain90 alone. ULD also runs with LoRA dropout 0, to
+      show what the dropout masks cost on a CPU (random numbers are slow there);
   (b) generation throughput (tokens/s, 128 new tokens, greedy, never stopped early) of the
       ULD model against the target alone, batch 1 and 8; ideal ratio N / (N + K);
   (c) the ULD model's KV-cached decoding against a loop re-scoring the whole sequence, 256 new
-      tokens;
+      tokens, batch 1 and 8 (`--cache-batches`);
   (d) the saved assistant's size, and the memory of the ULD model against the target alone:
-      parameter + buffer bytes, and the process's resident memory (RSS) growth.
+      parameter + buffer bytes, and the process's resident memory (RSS) growth. LoRA's share
+      of a layer shrinks as the model widens, so the adapter's size is also measured on a
+      wider 8-layer model (hidden 1024, built and saved, not trained) and counted on
+      Llama-2-7B's shapes (meta device: shapes only, no weights).
 The model is built from a config with random weights: speed does not depend on the values.
 """
 
@@ -25,9 +30,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from uldkit.data.sources import DataSource
 from uldkit.methods.base import UnlearnContext, UnlearnData
@@ -39,7 +47,7 @@ from uldkit.models.loading import load_model, save_model
 from uldkit.models.logit_difference import LogitDifferenceModel
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.training import Trainer
+from uldkit.training import StreamData, Trainer
 
 
 def rss_bytes() -> int:
@@ -89,11 +97,15 @@ def build_target(out: Path, size: str, source: DataSource) -> Path:
 
 
 def train_seconds(method_name: str, target_dir: Path, data: UnlearnData, epochs: int,
-                  hyperparameters: dict) -> tuple[float, int, object, object]:
+                  hyperparameters: dict, streams: StreamData | None = None,
+                  ) -> tuple[float, int, object, object]:
+    """Seconds and steps of one run; `streams` replaces the method's own training pairs."""
     method_cls = get_method(method_name)
     method = method_cls(**hyperparameters)
     model, tokenizer = load_model(target_dir)
     plan = method.plan(model, tokenizer, data)
+    if streams is not None:
+        plan = replace(plan, data=streams)
     config = resolve_train_config(method_cls, {
         "epochs": epochs, "batch_size": 8, "grad_accum": 1, "show_progress": False,
         "warmup_ratio": 0.0,
@@ -117,12 +129,48 @@ def no_cache_loop(lm: LanguageModel, prompt: torch.Tensor, new_tokens: int) -> N
         ids = torch.cat([ids, scores.argmax(-1, keepdim=True)], dim=1)
 
 
+def adapter_share(model: torch.nn.Module, out: Path | None) -> tuple[int, float]:
+    """Assistant layers and the adapter's bytes as a % of the target's parameter bytes.
+
+    With `out`, the adapter is saved there and the file is measured; without (a meta-device
+    model has no values), its tensors' bytes are counted.
+    """
+    assistant = ZeroCopyAssistant(model)
+    if out is None:
+        adapter = sum(p.numel() * p.element_size() for p in assistant.lora_parameters())
+    else:
+        save_file(assistant.lora_state_dict(), out)
+        adapter = out.stat().st_size
+    target = sum(p.numel() * p.element_size() for p in model.parameters())
+    return assistant.num_layers, 100 * adapter / target
+
+
+def wider_adapter_rows(tmp: Path, tokenizer) -> list[tuple[str, str, str]]:
+    wide = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2752,
+        num_hidden_layers=8, num_attention_heads=16, num_key_value_heads=16))
+    wide_layers, wide_share = adapter_share(wide, tmp / "wide_adapter.safetensors")
+    with torch.device("meta"):
+        llama7b = LlamaForCausalLM(LlamaConfig(
+            vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32))
+    big_layers, big_share = adapter_share(llama7b, None)
+    return [
+        ("(d) saved assistant, hidden-1024 8-layer model", f"K = {wide_layers}, file size",
+         f"{wide_share:.2f} % of target"),
+        ("(d) assistant, Llama-2-7B shapes (counted)", f"K = {big_layers}",
+         f"{big_share:.2f} % of target"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="base", choices=["small", "base"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-batches", type=lambda text: [int(b) for b in text.split(",")],
+                        default=[1, 8], help="batch sizes for (c), e.g. 1,8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -149,12 +197,21 @@ def main() -> None:
         # (a) training: GradDiff on all weights against ULD.
         data = UnlearnData(forget=source.load("forget10"), retain=source.load("retain90"),
                            augmentation=source.augmentation("forget10"), max_length=128)
-        runs: dict[str, list[tuple[float, int]]] = {"grad_diff": [], "uld": []}
+        uld_plan = get_method("uld")().plan(*load_model(target_dir), data)
+        uld_pairs = StreamData({name: uld_plan.data.streams[name] for name in ("forget", "retain")},
+                               primary="forget")
+        variants = {
+            "grad_diff_same": ("grad_diff", {}, uld_pairs),
+            "grad_diff_own": ("grad_diff", {}, None),
+            "uld": ("uld", {}, None),
+            "uld_no_dropout": ("uld", {"lora_dropout": 0.0}, None),
+        }
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in variants}
         saved = None
         for _ in range(args.repeats):
-            for name, hp in (("grad_diff", {}), ("uld", {})):
-                seconds, steps, planned, tok = train_seconds(name, target_dir, data,
-                                                             args.epochs, hp)
+            for name, (method_name, hp, streams) in variants.items():
+                seconds, steps, planned, tok = train_seconds(method_name, target_dir, data,
+                                                             args.epochs, hp, streams)
                 runs[name].append((seconds, steps))
                 if name == "uld" and saved is None:
                     method, plan = planned
@@ -163,15 +220,30 @@ def main() -> None:
         total = {n: statistics.median(s for s, _ in r) for n, r in runs.items()}
         steps = {n: r[0][1] for n, r in runs.items()}
         per_step = {n: total[n] / steps[n] for n in runs}
+        forget_side = len(uld_pairs.streams["forget"])
+        retain_side = len(uld_pairs.streams["retain"])
+
+        def timing(name: str) -> str:
+            return f"{total[name]:.2f} s  ({per_step[name] * 1000:.1f} ms/step)"
+
         rows += [
-            ("(a) GradDiff, all weights", f"{steps['grad_diff']} steps",
-             f"{total['grad_diff']:.2f} s  ({per_step['grad_diff'] * 1000:.1f} ms/step)"),
+            ("(a) GradDiff, all weights, ULD's pairs",
+             f"{steps['grad_diff_same']} steps ({forget_side} forget, {retain_side} retain)",
+             timing("grad_diff_same")),
+            ("(a) GradDiff, all weights, forget10/retain90", f"{steps['grad_diff_own']} steps",
+             timing("grad_diff_own")),
             (f"(a) ULD, LoRA on {layers} of {depth} layers", f"{steps['uld']} steps",
-             f"{total['uld']:.2f} s  ({per_step['uld'] * 1000:.1f} ms/step)"),
+             timing("uld")),
+            ("(a) ULD, LoRA dropout 0", f"{steps['uld_no_dropout']} steps",
+             timing("uld_no_dropout")),
+            ("(a) speed-up, same pairs and epochs", "GradDiff / ULD",
+             f"{total['grad_diff_same'] / total['uld']:.2f}x"),
+            ("(a) speed-up, same pairs, dropout 0", "GradDiff / ULD",
+             f"{total['grad_diff_same'] / total['uld_no_dropout']:.2f}x"),
             ("(a) speed-up per optimizer step", "GradDiff / ULD",
-             f"{per_step['grad_diff'] / per_step['uld']:.2f}x"),
-            ("(a) speed-up, whole run, same epochs", "GradDiff / ULD",
-             f"{total['grad_diff'] / total['uld']:.2f}x"),
+             f"{per_step['grad_diff_own'] / per_step['uld']:.2f}x"),
+            ("(a) whole runs, GradDiff on fewer pairs", "GradDiff (forget10) / ULD",
+             f"{total['grad_diff_own'] / total['uld']:.2f}x"),
         ]
 
         # (b) generation throughput, 128 new tokens.
@@ -197,16 +269,21 @@ def main() -> None:
                 ]
 
             # (c) cached decoding against re-scoring the whole sequence.
-            timed = paired_medians({
-                "cached": lambda: decode_loop(uld, prompt_ids, 256),
-                "plain": lambda: no_cache_loop(uld, prompt_ids, 256),
-            }, args.repeats)
-            t_cached, t_plain = timed["cached"], timed["plain"]
-            rows += [
-                ("(c) ULD, two KV caches", "256 new tokens", f"{t_cached:.2f} s"),
-                ("(c) ULD, no cache (re-score all)", "256 new tokens", f"{t_plain:.2f} s"),
-                ("(c) cache speed-up", "no cache / cached", f"{t_plain / t_cached:.2f}x"),
-            ]
+            for batch in args.cache_batches:
+                prompt = prompt_ids.repeat(batch, 1)
+                timed = paired_medians({
+                    "cached": lambda p=prompt: decode_loop(uld, p, 256),
+                    "plain": lambda p=prompt: no_cache_loop(uld, p, 256),
+                }, args.repeats)
+                t_cached, t_plain = timed["cached"], timed["plain"]
+                rows += [
+                    (f"(c) ULD, two KV caches, batch {batch}", "256 new tokens",
+                     f"{t_cached:.2f} s"),
+                    (f"(c) ULD, no cache (re-score all), batch {batch}", "256 new tokens",
+                     f"{t_plain:.2f} s"),
+                    (f"(c) cache speed-up, batch {batch}", "no cache / cached",
+                     f"{t_plain / t_cached:.2f}x"),
+                ]
 
         adapter = (saved / "adapter.safetensors").stat().st_size
         rows += [
@@ -217,6 +294,7 @@ def main() -> None:
              f"{uld_bytes / 2**20:.2f} MiB = {100 * uld_bytes / target_bytes:.1f} % of target"),
             ("(d) a copied K-layer assistant would add", "embed + K layers + norm + head",
              f"{copied / 2**20:.2f} MiB"),
+            *wider_adapter_rows(Path(tmp), tokenizer),
             ("(d) RSS growth loading the target", "", f"{(rss_target - rss_start) / 2**20:.1f} MiB"),
             ("(d) RSS growth attaching the assistant", "",
              f"{(rss_uld - rss_target) / 2**20:.1f} MiB"),
