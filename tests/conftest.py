@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,18 @@ class TrainedWorld:
 def _finetune(out: Path, splits: list[str]) -> Path:
     if (out / "train_summary.json").exists():  # a kept copy (ULDKIT_TEST_MODELS)
         return out
+    # Trained beside `out` and renamed into place, so test runs sharing ULDKIT_TEST_MODELS
+    # never see (or delete) each other's half-trained model.
+    building = out.with_name(f"{out.name}.building-{os.getpid()}")
     finetune(FinetuneConfig(
-        out=str(out), splits=splits, people=TEST_PEOPLE, size="tiny", vocab_size=768,
+        out=str(building), splits=splits, people=TEST_PEOPLE, size="tiny", vocab_size=768,
         train=TrainConfig(epochs=25, batch_size=16, lr=3e-3, warmup_ratio=0.05,
                           show_progress=False),
     ), overwrite=True)
+    try:
+        building.rename(out)
+    except OSError:  # another run finished first: use its copy
+        shutil.rmtree(building, ignore_errors=True)
     return out
 
 

@@ -34,6 +34,7 @@ def _root() -> None:
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
     from uldkit.cli import (  # noqa: F401
+        attack_cmd,
         data_cmds,
         demo_cmd,
         eval_cmds,
@@ -49,7 +50,20 @@ def _register_commands() -> None:
     )
 
 
+def _quiet_library_noise() -> None:
+    """Our own progress bars say what is happening; the libraries' extra output does not."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars, one per model load
+    # PEFT still calls a transformers method deprecated in v5; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_library_noise()
     _register_commands()
     try:
         exit_code = app(args=argv, standalone_mode=False)
