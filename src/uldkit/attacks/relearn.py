@@ -1,0 +1,252 @@
+"""The relearning attack: fine-tune an unlearned model on part of its forget set, measure the rest.
+
+The forget set is split by a seeded shuffle into `trained_on` (the attacker's share,
+`fraction` of it) and `held_out`. The attacker trains a LoRA adapter (see
+`uldkit.attacks.attack_lora`) for `steps` optimizer steps with the next-token loss on the
+`trained_on` answers. Before and after, every forget pair is scored: answer probability
+exp(-mean answer-token NLL) and the ROUGE-L recall of the greedy answer; the original target
+is scored the same way when it is known. The headline is the held-out part:
+
+    recovered = (after - before) / (original - before)
+
+0 means nothing came back, 1 means the held-out answers are as well known as before
+unlearning; None when original and before are within RECOVERY_FLOOR (nothing was forgotten).
+
+Default lr 1e-3 (constant, 20 steps, rank 8, batch 4). Measured on the tiny test world with a
+grad-ascent model of forget10 (2 pairs trained on, 18 held out; held-out Prob. 0.002, the
+target's 0.956): after 20 steps at lr 1e-4 the held-out Prob. was 0.004, at 3e-4 0.013, at
+1e-3 0.242. Fine-tuning services let their users choose rates this high. A ULD model of the
+same forget set (as tests/test_uld.py trains it) held: 0.203 before, 0.208 after the default
+attack and 0.205 after 100 steps, while the two trained-on pairs rose from 0.15 to 0.37.
+
+Writes OUT/relearn.json (the summary `relearn_attack` returns), OUT/relearn_samples.jsonl
+(one row per forget pair) and OUT/run_config.json. The model directory is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from uldkit.attacks.attack_lora import ATTACK_DESCRIPTIONS, SUPPORTED_KINDS, with_attack_lora
+from uldkit.data.formatting import encode_pairs
+from uldkit.data.sources import DataSource
+from uldkit.data.types import QAPair
+from uldkit.errors import ConfigError, DataError
+from uldkit.eval.rouge import rouge_l
+from uldkit.eval.scoring import answer_losses
+from uldkit.eval.tofu_eval import greedy_answers
+from uldkit.io import atomic_write_json, atomic_write_text
+from uldkit.losses import NextTokenObjective
+from uldkit.models.any import load_language_model, read_manifest
+from uldkit.models.lm import LanguageModel
+from uldkit.runinfo import prepare_out_dir, write_run_config
+from uldkit.training import StreamData, TrainConfig, Trainer
+
+SUMMARY_FILE = "relearn.json"
+SAMPLES_FILE = "relearn_samples.jsonl"
+RECOVERY_FLOOR = 1e-3
+METRICS = ("prob", "rouge")
+
+
+@dataclass
+class RelearnConfig:
+    model: str  # the unlearned model directory: plain, ULD or offset
+    out: str
+    data: str = "synthetic"
+    forget: str = "forget10"
+    people: int = 40
+    data_seed: int = 0
+    fraction: float = 0.1  # share of the forget pairs the attacker trains on
+    steps: int = 20
+    lr: float = 1e-3
+    lora_rank: int = 8
+    batch_size: int = 4
+    seed: int = 0
+    max_length: int = 128
+    original: str | None = None  # the original target; default: the one the manifest names
+    device: str | None = None
+    max_new_tokens: int | None = None  # greedy answer cap; None: TOFU's (200 tokens in all)
+    eval_batch_size: int = 16
+
+    def check(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise ConfigError(f"fraction must be between 0 and 1 (exclusive), not {self.fraction}")
+        for name in ("steps", "lora_rank", "batch_size", "eval_batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, not {self.lr}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens must be at least 1")
+        if not Path(self.model).is_dir():
+            raise ConfigError(f"model directory '{self.model}' does not exist")
+        if self.original is not None and not Path(self.original).is_dir():
+            raise ConfigError(f"original model directory '{self.original}' does not exist")
+
+
+def split_forget_set(
+    pairs: Sequence[QAPair], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(trained_on, held_out) indices, each in forget-set order: a seeded shuffle's first
+    round(fraction * n) pairs (at least 1, at most n - 1) are the attacker's."""
+    n = len(pairs)
+    if n < 2:
+        raise DataError(f"the relearning attack needs at least 2 forget pairs, not {n}")
+    count = min(n - 1, max(1, int(fraction * n + 0.5)))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:count]), sorted(order[count:])
+
+
+def relearn_attack(
+    config: RelearnConfig, overwrite: bool = False, show_progress: bool = True
+) -> dict[str, Any]:
+    """Run the attack; write and return the summary (module docstring)."""
+    config.check()
+    started = time.perf_counter()
+    source = DataSource(config.data, people=config.people, seed=config.data_seed)
+    pairs = list(source.load(config.forget))
+    trained_on, held_out = split_forget_set(pairs, config.fraction, config.seed)
+    kind, original = _kind_and_original(config)
+    _check_out_dir(Path(config.out), [config.model, original])
+    out = prepare_out_dir(config.out, overwrite=overwrite, resume=False)
+    write_run_config(out, "attack relearn", {**asdict(config), "original": original,
+                                             "kind": kind})
+
+    lm = load_language_model(config.model, device=config.device)
+    before = _score(lm, pairs, config)
+    attackable = with_attack_lora(lm, kind, config.lora_rank, config.seed)
+    train = _train(attackable.trainable, lm.tokenizer, [pairs[i] for i in trained_on], config,
+                   show_progress)
+    after = _score(attackable.lm, pairs, config)
+    del lm, attackable
+    reference = None
+    if original is not None:
+        reference = _score(load_language_model(original, device=config.device), pairs, config)
+
+    rows = _sample_rows(pairs, set(trained_on), before, after, reference)
+    atomic_write_text(out / SAMPLES_FILE,
+                      "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    means = {"before": _means(before, held_out), "after": _means(after, held_out),
+             "original": None if reference is None else _means(reference, held_out)}
+    summary = {
+        "model": str(config.model),
+        "kind": kind,
+        "attack": ATTACK_DESCRIPTIONS[kind],
+        "data": config.data,
+        "forget": config.forget,
+        "fraction": config.fraction,
+        "steps": config.steps,
+        "lr": config.lr,
+        "lora_rank": config.lora_rank,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "trained_on": len(trained_on),
+        "held_out": len(held_out),
+        **means,
+        "before_trained_on": _means(before, trained_on),
+        "after_trained_on": _means(after, trained_on),
+        "original_model": original,
+        "recovered": _recovered(means["before"], means["after"], means["original"]),
+        "final_loss": train["final_loss"],
+        "samples": SAMPLES_FILE,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+# ---- steps --------------------------------------------------------------------------------------
+def _kind_and_original(config: RelearnConfig) -> tuple[str, str | None]:
+    manifest = read_manifest(config.model) or {}
+    kind = manifest.get("kind", "plain")
+    if kind not in SUPPORTED_KINDS:
+        raise ConfigError(f"'{config.model}' is a '{kind}' model; the relearning attack "
+                          f"supports {', '.join(SUPPORTED_KINDS)} models")
+    if config.original is not None:
+        return kind, str(config.original)
+    named = manifest.get("target")
+    return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
+
+
+def _check_out_dir(out: Path, models: Sequence[str | None]) -> None:
+    where = out.resolve()
+    for model in models:
+        if model is None:
+            continue
+        path = Path(model).resolve()
+        if where == path or path in where.parents or where in path.parents:
+            raise ConfigError(f"output directory '{out}' overlaps the model directory "
+                              f"'{model}'; choose another")
+
+
+def _train(model: torch.nn.Module, tokenizer, pairs: list[QAPair], config: RelearnConfig,
+           show_progress: bool) -> dict[str, Any]:
+    data = StreamData({"train": encode_pairs(tokenizer, pairs, config.max_length)}, "train")
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    train_config = TrainConfig(
+        epochs=math.ceil(config.steps / steps_per_epoch), batch_size=config.batch_size,
+        lr=config.lr, scheduler="constant", seed=config.seed, max_steps=config.steps,
+        show_progress=show_progress, description="relearning attack",
+    )
+    accelerator = Accelerator(cpu=not torch.cuda.is_available() or config.device == "cpu")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    result = Trainer(model, NextTokenObjective("train"), data, train_config, pad_token_id=pad,
+                     accelerator=accelerator).train()
+    return {"steps": result.steps, "final_loss": result.final_loss}
+
+
+@dataclass
+class _Scores:
+    prob: np.ndarray
+    rouge: np.ndarray
+    answers: list[str]
+
+
+def _score(lm: LanguageModel, pairs: Sequence[QAPair], config: RelearnConfig) -> _Scores:
+    questions = [p.question for p in pairs]
+    losses = answer_losses(lm, questions, [p.answer for p in pairs], config.eval_batch_size,
+                           config.max_length)
+    answers = greedy_answers(lm, questions, config.max_new_tokens, config.eval_batch_size)
+    rouge = [rouge_l(answer, pair.answer).recall for answer, pair in zip(answers, pairs)]
+    return _Scores(np.exp(-losses), np.asarray(rouge, dtype=np.float64), answers)
+
+
+def _means(scores: _Scores, indices: Sequence[int]) -> dict[str, float]:
+    return {"prob": float(scores.prob[indices].mean()),
+            "rouge": float(scores.rouge[indices].mean())}
+
+
+def _recovered(before: dict[str, float], after: dict[str, float],
+               original: dict[str, float] | None) -> dict[str, float | None]:
+    result: dict[str, float | None] = {}
+    for metric in METRICS:
+        gap = None if original is None else original[metric] - before[metric]
+        result[metric] = (None if gap is None or abs(gap) < RECOVERY_FLOOR
+                          else (after[metric] - before[metric]) / gap)
+    return result
+
+
+def _sample_rows(pairs: Sequence[QAPair], trained_on: set[int], before: _Scores,
+                 after: _Scores, original: _Scores | None) -> list[dict[str, Any]]:
+    rows = []
+    for i, pair in enumerate(pairs):
+        row: dict[str, Any] = {"index": i, "role": "trained_on" if i in trained_on else "held_out",
+                               "question": pair.question, "truth": pair.answer}
+        for label, scores in (("before", before), ("after", after), ("original", original)):
+            row[f"{label}_prob"] = None if scores is None else float(scores.prob[i])
+            row[f"{label}_rouge"] = None if scores is None else float(scores.rouge[i])
+            row[f"{label}_answer"] = None if scores is None else scores.answers[i]
+        rows.append(row)
+    return rows
