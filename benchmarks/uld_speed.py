@@ -298,6 +298,8 @@ def main() -> None:
             ("(d) RSS growth loading the target", "", f"{(rss_target - rss_start) / 2**20:.1f} MiB"),
             ("(d) RSS growth attaching the assistant", "",
              f"{(rss_uld - rss_target) / 2**20:.1f} MiB"),
+            ("(d) process RSS, ULD model / target alone", "whole serving process",
+             f"{rss_uld / rss_target:.3f}x"),
         ]
 
     print(f"ULD benchmark: {args.size} model, {depth} layers, K = {layers}, "

@@ -42,6 +42,8 @@ def _finetune(out: Path, splits: list[str]) -> Path:
         train=TrainConfig(epochs=25, batch_size=16, lr=3e-3, warmup_ratio=0.05,
                           show_progress=False),
     ), overwrite=True)
+    if out.exists() and not (out / "train_summary.json").exists():
+        shutil.rmtree(out)  # left half-trained by an interrupted run
     try:
         building.rename(out)
     except OSError:  # another run finished first: use its copy

@@ -148,3 +148,111 @@ def test_cli_report(runs, tmp_path):
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "tradeoff.png"}
     assert str(out / "report.html") in result.output
+
+
+def _mia(aucs: dict[str, tuple[float, float]], texts: str) -> dict:
+    from uldkit.eval.mia import MARGIN, verdict
+
+    attacks = [{"attack": name, "auc": auc, "retain_auc": base,
+                "separates": auc - base > MARGIN, "verdict": verdict(auc, base)}
+               for name, (auc, base) in aucs.items()]
+    separating = [a["attack"] for a in attacks if a["separates"]]
+    return {"texts": texts, "attacks": attacks, "separating": separating,
+            "conclusion": ("Still separating forget from holdout: " + ", ".join(separating)
+                           + ".") if separating else "No attack separates them."}
+
+
+def _relearn(before, after, original, attack="LoRA on the target under the fixed assistant"):
+    recovered = {m: (after[m] - before[m]) / (original[m] - before[m]) for m in before}
+    return {"model": "m", "kind": "uld", "attack": attack, "fraction": 0.1, "steps": 20,
+            "lr": 1e-3, "lora_rank": 8, "seed": 0, "trained_on": 4, "held_out": 36,
+            "before": before, "after": after, "after_trained_on": after, "original": original,
+            "recovered": recovered, "seconds": 12.5}
+
+
+def test_mia_relearning_and_memorisation_tables_render(tmp_path):
+    run = tmp_path / "audited"
+    run.mkdir()
+    texts = "answers to the 40 forget questions vs <b>100</b> held-out answers"
+    target = {**_summary(1e-9, 0.6, 0.98, 0.99), "forget_exact_memorisation": 0.97,
+              "forget_extraction_strength": 0.91,
+              "forget_answer_fluency": {"distinct_2": 1.0, "repetition_3": 0.0,
+                                        "ngram_entropy": 2.6913, "samples": 40},
+              "mia": _mia({"loss": (0.99, 0.52), "min_k": (0.97, 0.55)}, texts)}
+    uld = {**_summary(0.3, 0.58, 0.4, 0.2, 60.0), "forget_exact_memorisation": 0.41,
+           "forget_extraction_strength": 0.12, "forget_answer_fluency": None,
+           "mia": _mia({"loss": (0.58, 0.52), "min_k": (0.31, 0.55)}, texts),
+           "relearn": _relearn({"prob": 0.2, "rouge": 0.3}, {"prob": 0.6, "rouge": 0.5},
+                               {"prob": 1.0, "rouge": 0.9})}
+    results = {"target": target, "retain": _summary(1.0, 0.6, 0.4, 0.15),
+               "methods": {"uld": uld}}
+    (run / "results.json").write_text(json.dumps(results))
+    files = render_report([run], tmp_path / "out")
+    markdown = files.markdown.read_text()
+    assert ("| Model | Forget quality | Model utility | Forget ROUGE | Forget Prob. | Forget EM | "
+            "Forget ES | Fluency (n-gram entropy) | Train time |") in markdown
+    assert "| uld | 3.00e-01 | 0.5800 | 0.4000 | 0.2000 | 0.4100 | 0.1200 | — | 1 min 00 s |" \
+        in markdown
+    assert "| target (before unlearning) | 1.00e-09 | 0.6000 | 0.9800 | 0.9900 | 0.9700 | " \
+        "0.9100 | 2.69 |" in markdown
+    # MIA: AUC (retain AUC), which attacks still separate, in words
+    assert "| Model | LOSS AUC | Min-K% AUC | Still separating forget from holdout |" in markdown
+    assert ("| target (before unlearning) | 0.990 (0.520) separates | 0.970 (0.550) separates "
+            "| LOSS, Min-K% |") in markdown
+    assert "| uld | 0.580 (0.520) | 0.310 (0.550) reverse | none |" in markdown
+    assert "uld, Min-K%: separates them in reverse" in markdown
+    # relearning: held-out before -> after, the original, what came back, the attack
+    assert ("| uld | 0.2000 → 0.6000 | 0.3000 → 0.5000 | 1.0000 / 0.9000 | 50% / 33% | "
+            "LoRA on the target under the fixed assistant, 20 steps on 4 forget answers "
+            "(36 held out) |") in markdown
+    page = files.html.read_text()
+    assert "<h3>Membership inference</h3>" in page and "<h3>Relearning attack</h3>" in page
+    assert "&lt;b&gt;100&lt;/b&gt;" in page and "<b>100</b>" not in page
+    assert 'title="still separates forget from holdout (AUC 0.990 vs the retain model' in page
+
+
+def test_muse_results_render_in_muses_column_order(tmp_path):
+    run = tmp_path / "muse"
+    run.mkdir()
+
+    def muse(verb, know_f, leak, know_r, utility):
+        return {"muse": {"verbmem_forget": verb, "knowmem_forget": know_f, "privleak": leak,
+                         "knowmem_retain": know_r, "utility_preserved": utility,
+                         "forget_exact_memorisation": 0.5, "forget_extraction_strength": 0.25,
+                         "forget_answer_fluency": {"distinct_2": 1.0, "repetition_3": 0.0,
+                                                   "ngram_entropy": 2.0}}}
+    results = {"benchmark": "muse", "target": muse(0.95, 0.97, 0.59, 0.97, 1.0),
+               "retain": muse(0.5, 0.2, 0.0, 1.0, 1.03),
+               "methods": {"npo": {**muse(0.3, 0.1, -0.4, 0.8, 0.82), "train_seconds": 5.0}},
+               "skipped": {"idk": "answers each forget question with a refusal"}}
+    (run / "results.json").write_text(json.dumps(results))
+    files = render_report([run], tmp_path / "out")
+    markdown = files.markdown.read_text()
+    assert ("| Model | VerbMem on D\\_f | KnowMem on D\\_f | PrivLeak | KnowMem on D\\_r | "
+            "Utility preserved | Forget EM | Forget ES | Fluency (n-gram entropy) | Train time |"
+            ) in markdown
+    assert "| npo | 0.3000 | 0.1000 | -0.4000 | 0.8000 | 0.8200 | 0.5000 | 0.2500 | 2.00 | 5.0 s |" \
+        in markdown
+    assert "Not run: idk (answers each forget question with a refusal)" in markdown
+    assert "Forget quality" not in markdown and "KnowMem on the forget set" in markdown
+    assert _png_size(files.plot.read_bytes())[0] >= 600
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"mia": {"attacks": "loss"}}, "methods.uld.mia must be an object with a list"),
+        ({"mia": {"attacks": [{"attack": "loss", "auc": "high"}]}},
+         "methods.uld.mia.attacks[0].auc must be a number"),
+        ({"relearn": {"before": {"prob": 0.1, "rouge": 0.2}}}, "methods.uld.relearn is missing"),
+        ({"muse": {"verbmem_forget": 0.1}}, "methods.uld.muse is missing 'knowmem_forget'"),
+    ],
+)
+def test_malformed_audit_blocks_raise_one_line(tmp_path, block, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(
+        {"methods": {"uld": {**_summary(0.1, 0.5, 0.2, 0.3), **block}}}))
+    with pytest.raises(DataError) as caught:
+        render_report([run], tmp_path / "out")
+    assert message in str(caught.value) and "\n" not in str(caught.value)

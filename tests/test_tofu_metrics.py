@@ -214,7 +214,11 @@ def test_cli_aggregate_json():
     figures = json.loads(result.output)
     assert round(figures["model_utility"], 4) == 0.6227
     assert figures["forget_quality"] == pytest.approx(1.8e-21, rel=0.05)
-    assert len(figures) == 15
+    assert len(figures) == 15 + 3  # TOFU's figures, then memorisation and fluency
+    # TOFU's logs have no memorisation scores; their generated answers give the fluency
+    assert figures["forget_exact_memorisation"] is None
+    assert figures["forget_extraction_strength"] is None
+    assert figures["forget_answer_fluency"]["samples"] == 300  # its forget set
 
     result = runner.invoke(app, ["eval", "aggregate", str(FULL), "--json"])
     assert json.loads(result.output)["forget_quality"] is None

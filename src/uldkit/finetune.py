@@ -21,9 +21,9 @@ from uldkit.io import atomic_write_json
 from uldkit.losses import NextTokenObjective
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model, load_tokenizer, save_model
-from uldkit.models.tiny import build_tiny_llama
+from uldkit.models.tiny import build_tiny_llama, check_size
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.runinfo import prepare_out_dir, write_run_config
+from uldkit.runinfo import check_out_dir, prepare_out_dir, write_run_config
 from uldkit.training import StreamData, TrainConfig, Trainer
 
 
@@ -75,11 +75,9 @@ def finetune(
     on_step: Callable[[int, float], None] | None = None,
 ) -> FinetuneResult:
     accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available())
-    out = Path(config.out)
-    if accelerator.is_main_process:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    accelerator.wait_for_everyone()
-
+    out = check_out_dir(config.out, overwrite=overwrite, resume=resume)
+    # Everything the user gave is read and checked before the output directory is touched:
+    # bad input leaves no run directory behind (and --overwrite keeps the old run).
     source = DataSource(config.data, people=config.people, seed=config.data_seed,
                         holdout=config.holdout_people)
     splits = list(config.splits)
@@ -88,10 +86,22 @@ def finetune(
     data = source.load_many(splits)
     if len(data) == 0:
         raise DataError(f"the training data ({', '.join(splits)}) is empty")
-
     documents = _training_documents(config, source)
-    model, tokenizer = _initial_model(config, source, out, resume, accelerator.is_main_process,
-                                      document_texts(documents))
+    base = tokenizer_texts = None
+    if config.base_model:
+        base = load_model(config.base_model, device="cpu", allow_pickle=config.allow_pickle,
+                          trust_remote_code=config.trust_remote_code)
+    else:
+        check_size(config.size)
+        tokenizer_texts = list(source.texts())
+        known = set(tokenizer_texts)
+        tokenizer_texts += [t for t in document_texts(documents) if t not in known]
+
+    if accelerator.is_main_process:
+        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    accelerator.wait_for_everyone()
+    model, tokenizer = base or _initial_model(config, tokenizer_texts, out, resume,
+                                              accelerator.is_main_process)
     if config.lora is not None:
         model = _with_lora(model, config.lora)
     model.to(accelerator.device)
@@ -147,19 +157,14 @@ def _training_documents(config: FinetuneConfig, source: DataSource) -> list[Docu
 
 
 def _initial_model(
-    config: FinetuneConfig, source: DataSource, out: Path, resume: bool, is_main: bool,
-    extra_texts: Sequence[str] = (),
+    config: FinetuneConfig, texts: Sequence[str], out: Path, resume: bool, is_main: bool,
 ):
-    if config.base_model:
-        return load_model(config.base_model, device="cpu", allow_pickle=config.allow_pickle,
-                          trust_remote_code=config.trust_remote_code)
+    """A tiny model built from scratch, with a tokenizer trained on `texts` (or the one a
+    resumed run trained before)."""
     tokenizer_dir = out / "tokenizer"
     if resume and (tokenizer_dir / "tokenizer.json").exists():
         tokenizer = load_tokenizer(tokenizer_dir)
     else:
-        texts = list(source.texts())
-        known = set(texts)
-        texts += [text for text in extra_texts if text not in known]
         tokenizer = train_bpe_tokenizer(texts, vocab_size=config.vocab_size)
         if is_main:
             tokenizer.save_pretrained(tokenizer_dir)

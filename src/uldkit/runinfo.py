@@ -39,8 +39,9 @@ def write_run_config(out_dir: str | os.PathLike, command: str, config: dict[str,
     return path
 
 
-def prepare_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """Refuse to write into a non-empty run directory unless resuming or told to overwrite."""
+def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
+    """What `prepare_out_dir` refuses, checked without touching anything (call it before
+    reading the inputs, so a refusal comes first and costs nothing)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path '{out}' exists and is not a directory")
@@ -49,6 +50,13 @@ def prepare_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool
             f"output directory '{out}' already holds files; pass --resume to continue that "
             "run or --overwrite to replace it"
         )
+    return out
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
+    """Refuse to write into a non-empty run directory unless resuming or told to overwrite;
+    with `overwrite` (and not `resume`) the old directory is removed. Create it."""
+    out = check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     if out.exists() and overwrite and not resume:
         import shutil
 

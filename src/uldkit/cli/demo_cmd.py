@@ -18,38 +18,102 @@ def demo_command(
     methods: str = typer.Option(
         ",".join(DEFAULT_METHODS), "--methods",
         help="Comma-separated method names, or 'all' (see `uldkit methods`)."),
+    benchmark: str = typer.Option(
+        "tofu", "--benchmark",
+        help="tofu: QA data, TOFU metrics. muse: biography passages, MUSE metrics."),
     size: str = typer.Option("tiny", "--size", help="Model size: tiny or small."),
-    people: int = typer.Option(40, "--people", min=10, help="People in the synthetic world."),
+    people: int | None = typer.Option(
+        None, "--people", min=10,
+        help="People in the synthetic world (default: 40 for tofu, 100 for muse)."),
+    holdout: int | None = typer.Option(
+        None, "--holdout", min=1,
+        help="Held-out people, never trained on: the MIA audit's non-members "
+        "(default: 10 for tofu, 40 for muse)."),
     forget: str = typer.Option("forget10", "--forget", help="forget01, forget05 or forget10."),
+    relearn: bool = typer.Option(
+        True, "--relearn/--no-relearn",
+        help="tofu: run the relearning attack on every unlearned model."),
+    target: Path | None = typer.Option(
+        None, "--target", help="Use this fine-tuned target model instead of training one "
+        "(with --retain)."),
+    retain: Path | None = typer.Option(
+        None, "--retain", help="Use this retain model instead of training one (with --target)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
     console = Console()
-    config = DemoConfig(out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
-                        size=size, people=people, forget=forget, seed=seed)
-    results = run_demo(config, log=lambda line: console.print(line, highlight=False))
+    config = DemoConfig(
+        out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
+        benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,
+        seed=seed, relearn=relearn, target=None if target is None else str(target),
+        retain=None if retain is None else str(retain))
+    results = run_demo(
+        config, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(summary_table(results))
     console.print(f"results: {out / 'results.json'}   report: {out / 'report' / 'report.html'}"
                   f"   total {results['wall_seconds'] / 60:.1f} min")
 
 
 def summary_table(results: dict) -> Table:
-    table = Table(title="Unlearning on the synthetic world (TOFU metrics)")
-    for column in ("model", "forget quality ↑", "model utility ↑", "forget ROUGE-L ↓",
-                   "forget Prob. ↓", "train time"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    rows = [("target", results["target"]), ("retain", results["retain"]),
-            *results["methods"].items()]
-    for name, row in rows:
+    if results.get("benchmark") == "muse":
+        return _muse_table(results)
+    table = Table(title="Unlearning on the synthetic world (TOFU metrics)",
+                  caption=_CAPTION)
+    columns = ("model", "forget\nquality ↑", "model\nutility ↑", "forget\nROUGE ↓",
+               "forget\nProb. ↓", "forget\nES ↓", "MIA ↓", "train\ntime")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right",
+                         no_wrap=True)
+    for name, row in _rows(results):
         table.add_row(
             name,
             _fmt(row.get("forget_quality"), "{:.2e}"),
-            _fmt(row.get("model_utility"), "{:.4f}"),
+            _fmt(row.get("model_utility"), "{:.3f}"),
             _fmt(row.get("forget_rouge"), "{:.3f}"),
             _fmt(row.get("forget_prob"), "{:.3f}"),
-            _fmt(row.get("train_seconds"), "{:.1f}s"),
+            _fmt(row.get("forget_extraction_strength"), "{:.2f}"),
+            _separating(row),
+            _fmt(row.get("train_seconds"), "{:.0f}s"),
         )
     return table
+
+
+_CAPTION = ("ES: extraction strength of the forget answers. MIA: membership-inference attacks "
+            "that still separate forget from held-out data, of those run.")
+
+
+def _muse_table(results: dict) -> Table:
+    table = Table(title="Unlearning passages of the synthetic world (MUSE metrics)",
+                  caption=_CAPTION)
+    columns = (("VerbMem\nD_f ↓", "verbmem_forget"), ("KnowMem\nD_f ↓", "knowmem_forget"),
+               ("PrivLeak\n→0", "privleak"), ("KnowMem\nD_r ↑", "knowmem_retain"),
+               ("utility\npreserved ↑", "utility_preserved"),
+               ("forget\nES ↓", "forget_extraction_strength"))
+    table.add_column("model", no_wrap=True)
+    for title, _ in columns:
+        table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("MIA ↓", justify="right", no_wrap=True)
+    table.add_column("train\ntime", justify="right", no_wrap=True)
+    for name, row in _rows(results):
+        muse = row.get("muse") or {}
+        table.add_row(name, *(_fmt(muse.get(key), "{:.2f}") for _, key in columns),
+                      _separating(row), _fmt(row.get("train_seconds"), "{:.0f}s"))
+    skipped = results.get("skipped") or {}
+    if skipped:
+        table.caption = f"{_CAPTION} Not run on passages: {', '.join(skipped)}."
+    return table
+
+
+def _rows(results: dict) -> list[tuple[str, dict]]:
+    return [("target", results["target"]), ("retain", results["retain"]),
+            *results["methods"].items()]
+
+
+def _separating(row: dict) -> str:
+    mia = row.get("mia")
+    if not mia:
+        return "—"
+    return f"{len(mia.get('separating') or [])}/{len(mia.get('attacks') or [])}"
 
 
 def _fmt(value, pattern: str) -> str:

@@ -116,6 +116,11 @@ def muse_command(
     atomic_write_json(out / MUSE_SUMMARY, summary)
     _write_jsonl(out / MUSE_SAMPLES, result.samples)
     Console().print(_muse_table(summary))
+    Console().print(
+        f"memorisation: forget answers EM {_fmt(summary['forget_exact_memorisation'])}, "
+        f"ES {_fmt(summary['forget_extraction_strength'])}; forget passages EM "
+        f"{_fmt(summary['verbatim_exact_memorisation'])}, "
+        f"ES {_fmt(summary['verbatim_extraction_strength'])}", highlight=False)
     Console().print(f"written to {out}", highlight=False)
 
 

@@ -50,8 +50,8 @@ def tofu_command(
         help="Cap on generated answer tokens; default: TOFU's 200 tokens of prompt + answer."),
     max_length: int = typer.Option(512, "--max-length", min=8,
                                    help="Longest question + answer scored, in tokens."),
-    resume: bool = typer.Option(False, "--resume", help="Reuse the sets a previous run "
-                                "into OUT finished."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse the sets and samples a "
+                                "previous run into OUT finished (nothing is recomputed)."),
     overwrite: bool = options.OVERWRITE,
     device: str = options.DEVICE,
     dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
@@ -153,6 +153,8 @@ def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> Non
         + ("" if rate is None else f" ({rate:.1f} samples/s)")
         + (f", reused {len(summary.resumed_sets)} finished set(s)" if summary.resumed_sets
            else "")
+        + (f", reused {sum(summary.resumed_samples.values())} finished sample(s)"
+           if summary.resumed_samples else "")
         + f"; results in {out}", highlight=False, soft_wrap=True)
 
 

@@ -37,7 +37,14 @@ def unlearn_command(
     data: str = options.DATA,
     forget: str = typer.Option("forget10", "--forget", help="Forget split."),
     retain: str = typer.Option(None, "--retain",
-                               help="Retain split (default: the forget split's complement)."),
+                               help="Retain split (default: the forget split's complement; "
+                               "with --forget-documents none unless given)."),
+    forget_documents: str = typer.Option(
+        None, "--forget-documents",
+        help="Forget passages instead of the forget QA pairs (MUSE-style): a folder of .txt, "
+        "a JSON/JSONL file with 'text', a saved dataset, or synthetic:<people split>."),
+    retain_documents: str = typer.Option(
+        None, "--retain-documents", help="Passages to keep (retain side), as above."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Default: the method's own."),
     lr: float = typer.Option(None, "--lr", help="Default: the method's own."),
     batch_size: int = typer.Option(None, "--batch-size", min=1),
@@ -79,7 +86,8 @@ def unlearn_command(
     ) if value is not None}
     config = UnlearnConfig(
         method=method_cls.name, model=model, out=str(out), data=data, forget=forget,
-        retain=retain, people=people, data_seed=data_seed, max_length=max_length,
+        retain=retain, forget_documents=forget_documents, retain_documents=retain_documents,
+        people=people, data_seed=data_seed, max_length=max_length,
         hyperparameters=hyperparameters, train_overrides=overrides, device=device,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
     )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
+from uldkit.errors import ConfigError, DataError
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -17,8 +18,22 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def collate(
     examples: Sequence[Encoded], pad_token_id: int, padding_side: str = "right"
 ) -> dict[str, torch.Tensor]:
+    """A padded batch: input ids, attention mask, position ids and labels (-100 on padding)."""
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        raise ConfigError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or pad_token_id < 0:
+        raise ConfigError(
+            f"pad token id must be a non-negative integer, got {pad_token_id!r} (a tokenizer "
+            "without a pad token gets its EOS token as pad when loaded with uldkit)"
+        )
+    if not examples:
+        raise DataError("cannot collate an empty batch")
+    for index, example in enumerate(examples):
+        if not example.input_ids or len(example.labels) != len(example.input_ids):
+            raise DataError(
+                f"example {index} of the batch has {len(example.input_ids)} token ids and "
+                f"{len(example.labels)} labels (both must be equal and non-zero)"
+            )
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)

@@ -43,6 +43,12 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int
     return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
 
 
+def fit_prompt(prompt_ids: list[int], max_length: int) -> list[int]:
+    """A prompt that leaves room for an answer within `max_length` tokens: one that does not
+    keeps its last `max_length // 2` tokens (the end of the question and the answer cue)."""
+    return prompt_ids if len(prompt_ids) < max_length else prompt_ids[-(max_length // 2):]
+
+
 def encode_qa(
     tokenizer: PreTrainedTokenizerBase,
     question: str,
@@ -66,7 +72,7 @@ def encode_qa(
             "keeping its last tokens",
             stacklevel=2,
         )
-        prompt_ids = prompt_ids[-(max_length // 2):]
+        prompt_ids = fit_prompt(prompt_ids, max_length)
     room = max_length - len(prompt_ids)
     truncated = len(answer_ids) > room
     answer_ids = answer_ids[:room]

@@ -58,13 +58,14 @@ class DataSource:
         if self.is_synthetic:
             return _world(self.people, self.seed, self.holdout).texts()
         texts: list[str] = []
-        for split in ("full", "retain_perturbed", "real_authors_perturbed",
-                      "world_facts_perturbed", "general"):
-            try:
-                data = self.load(split)
-            except DataError:
+        splits = ("forget10", "retain90", "retain_perturbed", "real_authors_perturbed",
+                  "world_facts_perturbed", "general")
+        if Path(self.location).is_file():
+            splits = (Path(self.location).stem,)
+        for split in splits:
+            if not self.has_split(split):
                 continue
-            for pair in data:
+            for pair in self.load(split):
                 texts.extend([pair.question, pair.answer, *pair.perturbed_answers])
                 texts.extend(t for t in (pair.paraphrased_answer, pair.paraphrased_question) if t)
         if not texts:
@@ -72,6 +73,14 @@ class DataSource:
         return texts
 
     def has_split(self, split: str) -> bool:
+        """Whether the source holds `split`. For a folder, whether its file exists: a
+        malformed file still counts, so that loading it names the fault instead of the
+        split being skipped in silence."""
+        path = Path(self.location)
+        if not self.is_synthetic and path.is_dir():
+            parts = ("forget10", "retain90") if split == "full" else (split,)
+            return all(any((path / f"{part}{suffix}").is_file() for suffix in (".json", ".jsonl"))
+                       for part in parts)
         try:
             self.load(split)
         except DataError:

@@ -12,6 +12,10 @@ MEMBER (seen in training). With L(x) the mean negative log-likelihood per token 
 k·n is floor(k · number of scored tokens), at least 1. All come from one forward pass per
 batch (two with a reference model).
 
+QA data: with questions beside the texts, each text is the answer to its question and only
+its tokens (answer + EOS, after the question prompt, exactly as QA fine-tuning trains them)
+are scored; zlib compresses the answer.
+
 AUC is the ROC AUC of forget passages (members) against holdout passages (non-members): the
 Mann-Whitney U statistic, a tie counting one half. 0.5 = no separation.
 
@@ -33,7 +37,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from uldkit.errors import DataError
-from uldkit.eval.token_scores import TokenScores, score_passages
+from uldkit.eval.memorisation import qa_token_pairs
+from uldkit.eval.token_scores import TokenScores, score_continuations, score_passages
 from uldkit.models.lm import LanguageModel
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
@@ -98,17 +103,31 @@ def mia_scores(
     reference: LanguageModel | None = None,
     batch_size: int = 8,
     max_tokens: int = 512,
+    questions: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Attack name -> score per text (the reference attack only with a reference model)."""
-    token_scores = score_passages(lm, texts, batch_size, max_tokens)
+    """Attack name -> score per text (the reference attack only with a reference model).
+    With `questions`, text i is the answer to question i (see the module's QA data)."""
+    token_scores = _token_scores(lm, texts, questions, batch_size, max_tokens)
     reference_losses: list[float | None] = [None] * len(texts)
     if reference is not None:
-        reference_losses = [s.loss for s in score_passages(reference, texts, batch_size,
-                                                           max_tokens)]
+        reference_losses = [s.loss for s in _token_scores(reference, texts, questions,
+                                                          batch_size, max_tokens)]
     rows = [attack_scores(s, text, k, ref)
             for s, text, ref in zip(token_scores, texts, reference_losses)]
     names = [a for a in ATTACKS if rows and a in rows[0]]
     return {name: np.array([row[name] for row in rows], dtype=np.float64) for name in names}
+
+
+def _token_scores(
+    lm: LanguageModel, texts: Sequence[str], questions: Sequence[str] | None,
+    batch_size: int, max_tokens: int,
+) -> list[TokenScores]:
+    if questions is None:
+        return score_passages(lm, texts, batch_size, max_tokens)
+    if len(questions) != len(texts):
+        raise DataError(f"{len(questions)} questions for {len(texts)} answers")
+    prefixes, answers = qa_token_pairs(lm.tokenizer, list(zip(questions, texts)), max_tokens)
+    return score_continuations(lm, prefixes, answers, batch_size)
 
 
 # --- AUC and verdicts ---------------------------------------------------------------------------
@@ -201,17 +220,24 @@ def mia_audit(
     batch_size: int = 8,
     max_tokens: int = 512,
     margin: float = MARGIN,
+    forget_questions: Sequence[str] | None = None,
+    holdout_questions: Sequence[str] | None = None,
 ) -> MiaReport:
     """AUC of every attack, forget (members) vs holdout (non-members), for `lm` and, beside
-    it, for the retain model; a verdict per attack (see the module's rule)."""
+    it, for the retain model; a verdict per attack (see the module's rule). With questions
+    for both sets, the texts are their answers (see the module's QA data)."""
     if not forget_texts or not holdout_texts:
         raise DataError("the MIA audit needs forget and holdout passages")
+    if (forget_questions is None) != (holdout_questions is None):
+        raise DataError("give questions for both the forget and the holdout answers, or neither")
     texts = list(forget_texts) + list(holdout_texts)
+    questions = None if forget_questions is None else [*forget_questions, *holdout_questions]
     n = len(forget_texts)
-    model_scores = mia_scores(lm, texts, k, reference, batch_size, max_tokens)
+    model_scores = mia_scores(lm, texts, k, reference, batch_size, max_tokens, questions)
     retain_scores = None
     if retain_lm is not None:
-        retain_scores = mia_scores(retain_lm, texts, k, reference, batch_size, max_tokens)
+        retain_scores = mia_scores(retain_lm, texts, k, reference, batch_size, max_tokens,
+                                   questions)
     attacks = []
     for name, scores in model_scores.items():
         auc = roc_auc(scores[:n], scores[n:])
@@ -225,6 +251,7 @@ def mia_audit(
     for index, text in enumerate(texts):
         sample = {"set": "forget" if index < n else "holdout",
                   "index": index if index < n else index - n, "text": text,
+                  **({} if questions is None else {"question": questions[index]}),
                   "scores": {name: finite_or_none(s[index]) for name, s in model_scores.items()}}
         if retain_scores is not None:
             sample["retain_scores"] = {

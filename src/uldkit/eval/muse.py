@@ -10,6 +10,9 @@
   of forget passages against holdout passages; near 0 is ideal, large negative means
   over-unlearned, large positive under-unlearned.
 - Utility preserved = KnowMem on D_r of the model / KnowMem on D_r of the target.
+Beside them (METRICS.md, "Other"): exact memorisation and extraction strength of the forget
+QA answers (teacher-forced, as in the TOFU summary) and of the VerbMem continuations given
+their prompts ("verbatim_"), and the fluency of the generated forget answers.
 ROUGE uses the `rouge-score` package with stemming. Output keeps MUSE's column order.
 """
 
@@ -23,7 +26,7 @@ import numpy as np
 from uldkit.data.documents import DocumentSplits, document_texts, leading_special_ids
 from uldkit.data.types import QAPair
 from uldkit.errors import DataError
-from uldkit.eval.memorisation import fluency
+from uldkit.eval.memorisation import fluency, memorisation, qa_memorisation
 from uldkit.eval.mia import finite_or_none, mia_scores, roc_auc
 from uldkit.eval.rouge import rouge_l
 from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
@@ -55,6 +58,10 @@ class MuseSummary:
     knowmem_retain_target: float | None
     forget_answer_fluency: dict
     counts: dict
+    forget_exact_memorisation: float | None = None
+    forget_extraction_strength: float | None = None
+    verbatim_exact_memorisation: float | None = None
+    verbatim_extraction_strength: float | None = None
 
     def to_dict(self) -> dict:
         """MUSE's columns first, in MUSE's order, then what they were computed from."""
@@ -67,6 +74,10 @@ class MuseSummary:
             "privleak_auc": self.auc,
             "privleak_retain_auc": self.retain_auc,
             "knowmem_retain_target": self.knowmem_retain_target,
+            "forget_exact_memorisation": self.forget_exact_memorisation,
+            "forget_extraction_strength": self.forget_extraction_strength,
+            "verbatim_exact_memorisation": self.verbatim_exact_memorisation,
+            "verbatim_extraction_strength": self.verbatim_extraction_strength,
             "forget_answer_fluency": self.forget_answer_fluency,
             "counts": self.counts,
         }
@@ -165,6 +176,11 @@ def evaluate_muse(
     know_forget, forget_records = knowmem(lm, data.forget_qa, settings, "knowmem_forget")
     know_retain, retain_records = knowmem(lm, data.retain_qa, settings, "knowmem_retain")
     auc, scores = min_k_auc(lm, forget, holdout, settings)
+    qa_scores = qa_memorisation(lm, data.forget_qa, settings.batch_size)
+    verbatim = verbmem_pairs(lm.tokenizer, forget, settings.prompt_tokens,
+                             settings.max_continuation_tokens)
+    verbatim_scores = memorisation(lm, [p for p, _ in verbatim], [c for _, c in verbatim],
+                                   settings.batch_size)
     if retain_lm is lm:
         retain_auc, retain_scores = auc, scores
     else:
@@ -196,6 +212,10 @@ def evaluate_muse(
         forget_answer_fluency=fluency([r["generated"] for r in forget_records]).to_dict(),
         counts={"forget_passages": len(forget), "holdout_passages": len(holdout),
                 "forget_qa": len(data.forget_qa), "retain_qa": len(data.retain_qa)},
+        forget_exact_memorisation=_mean(qa_scores.exact_memorisation),
+        forget_extraction_strength=_mean(qa_scores.extraction_strength),
+        verbatim_exact_memorisation=_mean(verbatim_scores.exact_memorisation),
+        verbatim_extraction_strength=_mean(verbatim_scores.extraction_strength),
     )
     return MuseResult(summary, verb_records + forget_records + retain_records + mia_records)
 

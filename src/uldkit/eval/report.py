@@ -1,8 +1,10 @@
 """Human-readable reports over run results: report.md, a self-contained report.html, tradeoff.png.
 
-Per run: a table of the unlearning methods beside the target and retain models, the
-trade-off plot (`report_plot`), and a few generated answers to forget questions beside the
-truth. Every piece of text from a results file is escaped before it reaches HTML/Markdown.
+Per run: a table of the unlearning methods beside the target and retain models (TOFU's or
+MUSE's figures, with memorisation and fluency when measured), the membership-inference and
+relearning-attack tables when the run has them (`report_tables`), the trade-off plot
+(`report_plot`), and a few generated answers to forget questions beside the truth. Every
+piece of text from a results file is escaped before it reaches HTML/Markdown.
 """
 
 from __future__ import annotations
@@ -12,28 +14,27 @@ import html
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uldkit.errors import DataError
 from uldkit.eval.report_data import AnswerSample, ModelResult, RunResults, load_run
-from uldkit.eval.report_plot import tradeoff_png
+from uldkit.eval.report_plot import plot_description, tradeoff_png
+from uldkit.eval.report_tables import (
+    TOFU_NOTE,
+    ReportTable,
+    mia_table,
+    ordered,
+    relearn_table,
+    results_table,
+)
 from uldkit.io import atomic_write_bytes, atomic_write_text
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOT_FILE = "tradeoff.png"
 DEFAULT_TITLE = "Unlearning report"
-COLUMNS = ("Model", "Forget quality", "Model utility", "Forget ROUGE", "Forget Prob.", "Train time")
-METRIC_NOTES = (
-    "Forget quality: KS-test p-value of the forget-set truth ratios against the retain model "
-    "(higher is better; at or above 0.05 the model is statistically indistinguishable from one "
-    "never trained on the forget set). Model utility: harmonic mean of Prob., ROUGE and Truth "
-    "Ratio on retain, real-author and world-fact questions (higher is better). Forget ROUGE and "
-    "Prob.: how much of the forget answers the model still reproduces (closer to the retain "
-    "model is better)."
-)
-_ROLE_LABELS = {"target": "target (before unlearning)", "retain": "retain (never saw forget set)"}
+METRIC_NOTES = TOFU_NOTE
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def render_report(
     if not run_dirs:
         raise DataError("no run directories given for the report")
     runs = _distinct_names([load_run(run_dir) for run_dir in run_dirs])
-    png = tradeoff_png(runs, title=f"{title}: forget quality vs. model utility")
+    png = tradeoff_png(runs, title=f"{title}: {plot_description(runs)[0]}")
     out = Path(out_dir)
     files = ReportFiles(out / MARKDOWN_FILE, out / HTML_FILE, out / PLOT_FILE)
     atomic_write_bytes(files.plot, png)
@@ -65,15 +66,13 @@ def render_report(
 def markdown_report(
     runs: Sequence[RunResults], title: str, plot_file: str, max_samples: int = 5
 ) -> str:
-    lines = [f"# {_md(title)}", "", f"![Forget quality vs. model utility]({plot_file})", "",
-             f"_{_md(METRIC_NOTES)}_", ""]
+    lines = [f"# {_md(title)}", "", f"![{_md(plot_description(runs)[1])}]({plot_file})", ""]
     for run in runs:
         lines += [f"## Run: {_md(run.name)}", "", f"Source: `{run.path}`", ""]
-        lines.append("| " + " | ".join(COLUMNS) + " |")
-        lines.append("|---" + "|---:" * (len(COLUMNS) - 1) + "|")
-        for model in _ordered(run):
-            lines.append("| " + " | ".join(_md(cell) for cell in _row_cells(model)) + " |")
-        lines.append("")
+        for table in _tables(run):
+            lines += _markdown_table(table)
+        if run.skipped:
+            lines += [f"Not run: {_md(_skipped(run))}", ""]
         models, questions = _sample_grid(run, max_samples)
         if questions:
             lines += ["### Answers to forget questions", ""]
@@ -99,17 +98,14 @@ def html_report(
         f"<title>{_h(title)}</title>", f"<style>{_CSS}</style></head><body>",
         f"<h1>{_h(title)}</h1>",
         f'<img class="plot" src="data:image/png;base64,{image}" '
-        'alt="Forget quality (log scale) against model utility for every model">',
-        f'<p class="note">{_h(METRIC_NOTES)}</p>',
+        f'alt="{_h(plot_description(runs)[1])}">',
     ]
     for run in runs:
         parts += [f"<h2>Run: {_h(run.name)}</h2>", f'<p class="source">{_h(str(run.path))}</p>']
-        parts.append("<table><thead><tr>" + "".join(f"<th>{_h(c)}</th>" for c in COLUMNS)
-                     + "</tr></thead><tbody>")
-        for model in _ordered(run):
-            cells = "".join(f"<td>{_h(cell)}</td>" for cell in _row_cells(model))
-            parts.append(f'<tr class="{model.role}">{cells}</tr>')
-        parts.append("</tbody></table>")
+        for table in _tables(run):
+            parts += _html_table(table)
+        if run.skipped:
+            parts.append(f'<p class="note">Not run: {_h(_skipped(run))}</p>')
         parts += _html_samples(run, max_samples)
         if run.config:
             config = json.dumps(run.config, indent=2, default=str)
@@ -117,6 +113,51 @@ def html_report(
                          "</details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _tables(run: RunResults) -> list[ReportTable]:
+    tables = [results_table(run, _duration), mia_table(run), relearn_table(run)]
+    return [table for table in tables if table is not None]
+
+
+def _markdown_table(table: ReportTable) -> list[str]:
+    aligns = ["---" if i == 0 or i in table.text_columns else "---:"
+              for i in range(len(table.headers))]
+    lines = [f"### {_md(table.title)}", "", "| " + " | ".join(map(_md, table.headers)) + " |",
+             "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(_md(cell) for cell in cells) + " |" for _, cells in table.rows]
+    lines += ["", f"_{_md(table.note)}_", ""]
+    if table.details:
+        lines += ["<details><summary>Verdicts</summary>", ""]
+        lines += [f"- {_md(line)}" for line in table.details]
+        lines += ["", "</details>", ""]
+    return lines
+
+
+def _html_table(table: ReportTable) -> list[str]:
+    parts = [f"<h3>{_h(table.title)}</h3>", "<table><thead><tr>"
+             + "".join(f"<th>{_h(c)}</th>" for c in table.headers) + "</tr></thead><tbody>"]
+    for number, (role, cells) in enumerate(table.rows):
+        titles = table.hover[number] if number < len(table.hover) else []
+        parts.append(f'<tr class="{_h(role)}">' + "".join(
+            _html_cell(cell, titles[i] if i < len(titles) else "", i in table.text_columns)
+            for i, cell in enumerate(cells)) + "</tr>")
+    parts.append("</tbody></table>")
+    parts.append(f'<p class="note">{_h(table.note)}</p>')
+    if table.details:
+        parts.append("<details><summary>Verdicts</summary><ul>"
+                     + "".join(f"<li>{_h(line)}</li>" for line in table.details)
+                     + "</ul></details>")
+    return parts
+
+
+def _html_cell(cell: str, title: str, text: bool) -> str:
+    attributes = (f' title="{_h(title)}"' if title else "") + (' class="text"' if text else "")
+    return f"<td{attributes}>{_h(cell)}</td>"
+
+
+def _skipped(run: RunResults) -> str:
+    return "; ".join(f"{name} ({reason})" for name, reason in run.skipped.items())
 
 
 def _html_samples(run: RunResults, max_samples: int) -> list[str]:
@@ -151,19 +192,7 @@ def _add_sample(grid: dict[str, tuple[str, dict[str, str]]], model: str, sample:
     answers.setdefault(model, sample.generated)
 
 
-def _ordered(run: RunResults) -> list[ModelResult]:
-    order = {"method": 0, "target": 1, "retain": 2}
-    return sorted(run.models, key=lambda model: order[model.role])
-
-
-def _row_cells(model: ModelResult) -> list[str]:
-    return [
-        _ROLE_LABELS.get(model.role, model.name),
-        "—" if model.forget_quality is None else f"{model.forget_quality:.2e}",
-        *("—" if value is None else f"{value:.4f}"
-          for value in (model.model_utility, model.forget_rouge, model.forget_prob)),
-        _duration(model.train_seconds),
-    ]
+_ordered = ordered
 
 
 def _duration(seconds: float | None) -> str:
@@ -178,8 +207,7 @@ def _duration(seconds: float | None) -> str:
 
 def _distinct_names(runs: list[RunResults]) -> list[RunResults]:
     names = [run.name for run in runs]
-    return [run if names.count(run.name) == 1 else RunResults(str(run.path), run.path,
-                                                              run.models, run.config)
+    return [run if names.count(run.name) == 1 else replace(run, name=str(run.path))
             for run in runs]
 
 
@@ -202,7 +230,8 @@ img.plot { max-width: 100%; height: auto; display: block; margin: 1em 0; }
 table { border-collapse: collapse; margin: 0.8em 0 1.5em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; vertical-align: top; text-align: right; }
 th { background: #f2f2f2; }
-td:first-child, th:first-child, table.samples td, table.samples th { text-align: left; }
+td:first-child, th:first-child, td.text, table.samples td, table.samples th {
+  text-align: left; }
 tr.target td { background: #fdecea; }
 tr.retain td { background: #e9f7ef; }
 td.truth { background: #f7f7f7; }

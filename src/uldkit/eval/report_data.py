@@ -1,12 +1,16 @@
 """Reading run results for reports: `results.json` (several methods) or `summary.json` (one).
 
 `results.json`:
-    {"target": SUMMARY, "retain": SUMMARY, "methods": {NAME: SUMMARY, ...}, "config": {...}}
+    {"target": SUMMARY, "retain": SUMMARY, "methods": {NAME: SUMMARY, ...}, "config": {...},
+     "benchmark": "tofu" | "muse" (optional), "skipped": {NAME: reason} (optional)}
 `summary.json`:
     {"method": NAME, ...SUMMARY keys...}
 SUMMARY holds forget_quality, model_utility, forget_rouge, forget_prob (numbers, or null
-when not measured), optionally train_seconds and samples: [{"question", "truth", "generated"}].
-Target and retain are optional; other keys are kept but not shown.
+when not measured), or instead a "muse" object (MUSE's figures, `MuseSummary.to_dict()`);
+optionally train_seconds, samples: [{"question", "truth", "generated"}],
+forget_exact_memorisation, forget_extraction_strength, forget_answer_fluency {...},
+"mia" (`MiaReport.summary_dict()`, optionally with "texts") and "relearn" (the relearning
+attack's relearn.json). Target and retain are optional; other keys are kept but not shown.
 """
 
 from __future__ import annotations
@@ -22,7 +26,43 @@ from uldkit.errors import DataError
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.json"
 METRIC_KEYS = ("forget_quality", "model_utility", "forget_rouge", "forget_prob")
+MUSE_KEYS = ("verbmem_forget", "knowmem_forget", "privleak", "knowmem_retain",
+             "utility_preserved")
+MEMORISATION_KEYS = ("forget_exact_memorisation", "forget_extraction_strength")
 SAMPLE_KEYS = ("question", "truth", "generated")
+RELEARN_KEYS = ("before", "after", "original", "recovered")
+
+
+@dataclass(frozen=True)
+class AttackAuc:
+    attack: str
+    auc: float
+    retain_auc: float | None
+    separates: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
+class MiaResult:
+    """A model's membership-inference audit: every attack's AUC and the conclusion."""
+
+    attacks: tuple[AttackAuc, ...]
+    conclusion: str
+    texts: str | None = None
+
+
+@dataclass(frozen=True)
+class RelearnResult:
+    """The relearning attack on a model: held-out Prob./ROUGE before and after, etc."""
+
+    attack: str
+    trained_on: int | None
+    held_out: int | None
+    steps: int | None
+    before: dict[str, float | None]
+    after: dict[str, float | None]
+    original: dict[str, float | None] | None
+    recovered: dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -44,6 +84,12 @@ class ModelResult:
     forget_prob: float | None
     train_seconds: float | None = None
     samples: tuple[AnswerSample, ...] = ()
+    exact_memorisation: float | None = None
+    extraction_strength: float | None = None
+    fluency: dict[str, float] | None = None  # memorisation.Fluency.to_dict()
+    muse: dict[str, float | None] | None = None  # MUSE_KEYS
+    mia: MiaResult | None = None
+    relearn: RelearnResult | None = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +98,15 @@ class RunResults:
     path: Path
     models: tuple[ModelResult, ...]
     config: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it was not run
 
     @property
     def methods(self) -> tuple[ModelResult, ...]:
         return tuple(model for model in self.models if model.role == "method")
+
+    @property
+    def is_muse(self) -> bool:
+        return any(model.muse is not None for model in self.models)
 
 
 def load_run(run_dir: str | Path) -> RunResults:
@@ -83,7 +134,10 @@ def _parse_results(data: dict[str, Any], source: Path, directory: Path) -> RunRe
     config = data.get("config") or {}
     if not isinstance(config, dict):
         raise DataError(f"{source}: 'config' must be an object")
-    return RunResults(directory.name, directory, tuple(models), config)
+    skipped = data.get("skipped") or {}
+    if not isinstance(skipped, dict) or not all(isinstance(v, str) for v in skipped.values()):
+        raise DataError(f"{source}: 'skipped' must be an object of method: reason")
+    return RunResults(directory.name, directory, tuple(models), config, skipped)
 
 
 def _parse_summary(data: dict[str, Any], source: Path, directory: Path) -> RunResults:
@@ -98,14 +152,96 @@ def _parse_summary(data: dict[str, Any], source: Path, directory: Path) -> RunRe
 def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -> ModelResult:
     if not isinstance(summary, dict):
         raise DataError(f"{source}: {where} must be an object of metrics")
+    muse = _parse_numbers(summary.get("muse"), MUSE_KEYS, source, f"{where}.muse")
     metrics = {}
     for key in METRIC_KEYS:
-        if key not in summary:
+        if key not in summary and muse is None:
             raise DataError(f"{source}: {where} is missing {key!r}")
-        metrics[key] = _optional_number(summary[key], source, f"{where}.{key}")
+        metrics[key] = _optional_number(summary.get(key), source, f"{where}.{key}")
     train_seconds = _optional_number(summary.get("train_seconds"), source, f"{where}.train_seconds")
     samples = _parse_samples(summary.get("samples", []), source, f"{where}.samples")
-    return ModelResult(name, role, train_seconds=train_seconds, samples=samples, **metrics)
+    # memorisation and fluency: in the row (TOFU) or in its MUSE figures
+    figures = summary.get("muse") if muse is not None else summary
+    memorised = {key: _optional_number(figures.get(key), source, f"{where}.{key}")
+                 for key in MEMORISATION_KEYS}
+    fluency = figures.get("forget_answer_fluency")
+    if fluency is not None:
+        fluency = _parse_numbers(fluency, ("distinct_2", "repetition_3", "ngram_entropy"),
+                                 source, f"{where}.forget_answer_fluency")
+    return ModelResult(
+        name, role, train_seconds=train_seconds, samples=samples, **metrics,
+        exact_memorisation=memorised["forget_exact_memorisation"],
+        extraction_strength=memorised["forget_extraction_strength"],
+        fluency=fluency, muse=muse,
+        mia=_parse_mia(summary.get("mia"), source, f"{where}.mia"),
+        relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
+    )
+
+
+def _parse_numbers(value: Any, keys: tuple[str, ...], source: Path,
+                   where: str) -> dict[str, float | None] | None:
+    """An object's numbers at `keys` (each present, a number or null), or None for null."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {where} must be an object")
+    numbers = {}
+    for key in keys:
+        if key not in value:
+            raise DataError(f"{source}: {where} is missing {key!r}")
+        numbers[key] = _optional_number(value[key], source, f"{where}.{key}")
+    return numbers
+
+
+def _parse_mia(value: Any, source: Path, where: str) -> MiaResult | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("attacks"), list):
+        raise DataError(f"{source}: {where} must be an object with a list 'attacks'")
+    attacks = []
+    for position, attack in enumerate(value["attacks"]):
+        at = f"{where}.attacks[{position}]"
+        if not isinstance(attack, dict) or not isinstance(attack.get("attack"), str):
+            raise DataError(f"{source}: {at} must be an object naming its 'attack'")
+        auc = _optional_number(attack.get("auc"), source, f"{at}.auc")
+        if auc is None:
+            raise DataError(f"{source}: {at}.auc must be a number")
+        attacks.append(AttackAuc(
+            attack["attack"], auc,
+            _optional_number(attack.get("retain_auc"), source, f"{at}.retain_auc"),
+            bool(attack.get("separates")), _text(attack.get("verdict", ""), source,
+                                                 f"{at}.verdict")))
+    return MiaResult(tuple(attacks), _text(value.get("conclusion", ""), source,
+                                           f"{where}.conclusion"),
+                     None if value.get("texts") is None else _text(value["texts"], source,
+                                                                     f"{where}.texts"))
+
+
+def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {where} must be an object")
+    parts: dict[str, Any] = {}
+    for key in RELEARN_KEYS:
+        if key not in value:
+            raise DataError(f"{source}: {where} is missing {key!r}")
+        parts[key] = _parse_numbers(value[key], ("prob", "rouge"), source, f"{where}.{key}")
+        if parts[key] is None and key != "original":
+            raise DataError(f"{source}: {where}.{key} must be an object of prob and rouge")
+    counts = {key: _optional_number(value.get(key), source, f"{where}.{key}")
+              for key in ("trained_on", "held_out", "steps")}
+    return RelearnResult(
+        attack=_text(value.get("attack", ""), source, f"{where}.attack"),
+        **{key: None if number is None else int(number) for key, number in counts.items()},
+        **parts,
+    )
+
+
+def _text(value: Any, source: Path, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{source}: {where} must be a string")
+    return value
 
 
 def _parse_samples(samples: Any, source: Path, where: str) -> tuple[AnswerSample, ...]:

@@ -1,4 +1,8 @@
-"""The forget-quality / model-utility trade-off plot, rendered to PNG bytes (no pyplot state)."""
+"""The trade-off plot, rendered to PNG bytes (no pyplot state).
+
+TOFU runs: forget quality (log scale) against model utility. MUSE runs (no TOFU figures):
+KnowMem on the forget set against KnowMem on the retain set, both linear.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,34 @@ _PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#
             "#7f7f7f")
 
 
+def plot_description(runs: Sequence[RunResults]) -> tuple[str, str]:
+    """(what the plot shows, for its title; alt text) for these runs."""
+    if _muse_only(runs):
+        return ("knowledge forgotten vs. kept",
+                "KnowMem on the forget set against KnowMem on the retain set for every model")
+    return ("forget quality vs. model utility",
+            "Forget quality (log scale) against model utility for every model")
+
+
+def _muse_only(runs: Sequence[RunResults]) -> bool:
+    models = [model for run in runs for model in run.models]
+    return bool(models) and not any(_plottable(m) for m in models) and any(
+        m.muse is not None for m in models)
+
+
 def tradeoff_png(runs: Sequence[RunResults], title: str = "Forgetting vs. utility") -> bytes:
-    """Scatter of model utility (x) against forget quality (y, log scale), one point a model."""
+    """Scatter of model utility (x) against forget quality (y, log scale), one point a model
+    (MUSE runs: KnowMem on D_r against KnowMem on D_f)."""
     figure = Figure(figsize=(7.5, 5.2), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    if _muse_only(runs):
+        _muse_scatter(axes, runs)
+        axes.set_title(title)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
     points = [(run, model) for run in runs for model in run.models if _plottable(model)]
     floor = _log_floor([model.forget_quality for _, model in points])
     several_runs = len(runs) > 1
@@ -68,6 +95,39 @@ def tradeoff_png(runs: Sequence[RunResults], title: str = "Forgetting vs. utilit
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _muse_scatter(axes, runs: Sequence[RunResults]) -> None:
+    several_runs = len(runs) > 1
+    method_names = sorted({m.name for run in runs for m in run.models if m.role == "method"})
+    plotted = False
+    for run_number, run in enumerate(runs):
+        for model in run.models:
+            figures = model.muse or {}
+            x, y = figures.get("knowmem_retain"), figures.get("knowmem_forget")
+            if x is None or y is None:
+                continue
+            plotted = True
+            label = model.name if not several_runs else f"{model.name} ({run.name})"
+            if model.role in _ROLE_STYLE:
+                style = dict(_ROLE_STYLE[model.role])
+                label = f"{model.role} model" + (f" ({run.name})" if several_runs else "")
+            else:
+                colour = _PALETTE[method_names.index(model.name) % len(_PALETTE)]
+                style = {"marker": _METHOD_MARKERS[run_number % len(_METHOD_MARKERS)],
+                         "color": colour, "s": 70}
+            axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6,
+                         **style)
+            offset = (6, 5) if model.role == "method" else (8, -13)
+            axes.annotate(model.name, (x, y), textcoords="offset points", xytext=offset,
+                          fontsize=8)
+    axes.set_xlim(-0.05, 1.1)
+    axes.set_ylim(-0.05, 1.1)
+    axes.set_xlabel("KnowMem on D_r: retain knowledge kept (higher is better)")
+    axes.set_ylabel("KnowMem on D_f: forget knowledge left (lower is better)")
+    axes.grid(True, alpha=0.3)
+    if plotted:
+        axes.legend(fontsize=8, loc="best", framealpha=0.9)
 
 
 def _plottable(model: ModelResult) -> bool:

@@ -9,21 +9,30 @@ Each of the four sets (forget split, `retain_perturbed`, `real_authors_perturbed
 - greedy generation of the answer, stopped at EOS or the length cap, and its ROUGE-1 /
   ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU).
 
+The forget set also gets, per sample, the exact memorisation and extraction strength of the
+true answer (`uldkit.eval.memorisation`: one more teacher-forced forward per sample, batched);
+the summary adds their means and the fluency of the generated forget answers.
+
 Length cap: TOFU generates with `max_length=200` tokens for prompt and answer together. With
 `max_new_tokens=None` each sample gets the same: 200 minus its prompt length (at least 1).
 TOFU applies that limit to the padded batch, so its cap depends on the batch; ours is per
 sample and batch-independent. An integer `max_new_tokens` is a fixed cap instead.
 
-With `out_dir`, each finished set is written to `partial/<set file>` at once, and a later
-call with `resume=True` reuses the finished sets computed with the same settings.
+Samples are scored in batches of `batch_size`, taken in order of prompt length. With
+`out_dir`, each finished batch is appended to `partial/<set>.samples.jsonl` (flushed and
+fsynced), and each finished set is written to `partial/<set file>`; a later call with
+`resume=True` reuses every finished set and every finished sample computed with the same
+settings, recomputing nothing, and ends with the log an uninterrupted run writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +41,21 @@ from typing import Any
 import numpy as np
 from rouge_score import rouge_scorer
 
-from uldkit.data.formatting import encode_prompt, format_prompt
+from uldkit.data.formatting import encode_prompt, fit_prompt, format_prompt
 from uldkit.data.sources import DataSource
 from uldkit.data.tofu import retain_split_for
 from uldkit.data.types import QADataset, QAPair
 from uldkit.errors import ConfigError, DataError, ModelError
+from uldkit.eval.memorisation import qa_memorisation
 from uldkit.eval.progress import SampleProgress
+from uldkit.eval.sample_journal import SampleJournal, describe_identity_change
 from uldkit.eval.scoring import answer_loss_totals
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
+    EXACT_MEMORISATION,
+    EXTRACTION_STRENGTH,
     FORGET_SET,
+    MEMORISATION_FIELDS,
     REAL_AUTHORS_SET,
     RETAIN_SET,
     WORLD_FACTS_SET,
@@ -83,6 +97,7 @@ class TofuEvalSummary:
     seconds: float
     samples_per_second: float | None
     resumed_sets: tuple[str, ...] = field(default_factory=tuple)
+    resumed_samples: dict[str, int] = field(default_factory=dict)  # of the other sets
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +109,7 @@ class TofuEvalSummary:
             "seconds": self.seconds,
             "samples_per_second": self.samples_per_second,
             "resumed_sets": list(self.resumed_sets),
+            "resumed_samples": self.resumed_samples,
         }
 
 
@@ -156,28 +172,44 @@ def evaluate_tofu(
         for key, data in sets.items():
             set_log = _read_partial(partial_dir / key, identity, len(data))
             if set_log is not None:
+                if key == FORGET_SET and not set(MEMORISATION_FIELDS) <= set(set_log):
+                    # finished by a version without memorisation: add just that
+                    set_log = {**set_log, **memorisation_columns(
+                        lm, data.pairs, batch_size, max_length)}
+                    atomic_write_json(partial_dir / key,
+                                      {"identity": identity, "set_log": set_log})
                 log[key] = set_log
                 resumed.append(key)
+                _journal(partial_dir, key, identity, data).remove()
 
     todo = [key for key in sets if key not in log]
+    journals = {} if partial_dir is None else {
+        key: _journal(partial_dir, key, identity, sets[key]) for key in todo}
+    finished = {key: journals[key].start(resume) if key in journals else {} for key in todo}
+    computed = sum(len(sets[k]) - len(finished[k]) for k in todo)
     set_seconds: dict[str, float] = {}
-    with SampleProgress(sum(len(sets[k]) for k in todo), "TOFU", show_progress) as progress:
+    with SampleProgress(computed, "TOFU", show_progress) as progress:
         for key in todo:
             progress.describe(f"TOFU {SET_NAMES[key].replace('_', ' ')}")
+            journal = journals.get(key)
             started = time.perf_counter()
             log[key] = score_tofu_set(
                 lm, sets[key].pairs, answer_as_paraphrase=key in ANSWER_AS_PARAPHRASE_SETS,
                 batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
                 padding_side=padding_side, on_progress=progress.advance, where=sets[key].name,
+                finished=finished[key], on_records=None if journal is None else journal.append,
+                memorisation=key == FORGET_SET,
             )
             set_seconds[key] = time.perf_counter() - started
-            if partial_dir is not None:
+            if journal is not None:
+                if finished[key]:
+                    validate_set_log(log[key], str(journal.path))
                 atomic_write_json(partial_dir / key, {"identity": identity, "set_log": log[key]})
+                journal.remove()
 
     log = {key: log[key] for key in sets}  # TOFU's set order
     figures = aggregate_tofu(log, retain_log)
     seconds = sum(set_seconds.values())
-    computed = sum(len(sets[k]) for k in todo)
     summary = TofuEvalSummary(
         figures=figures,
         model=name,
@@ -187,6 +219,7 @@ def evaluate_tofu(
         seconds=round(seconds, 3),
         samples_per_second=computed / seconds if seconds > 0 else None,
         resumed_sets=tuple(resumed),
+        resumed_samples={key: len(finished[key]) for key in todo if finished[key]},
     )
     if out_dir is not None:
         save_tofu_log(log, Path(out_dir) / AGGREGATED_FILE)
@@ -205,46 +238,122 @@ def score_tofu_set(
     padding_side: str = "right",
     on_progress: Callable[[float], None] | None = None,
     where: str = "set",
+    finished: Mapping[int, Mapping[str, Any]] | None = None,
+    on_records: Callable[[dict[int, dict[str, Any]]], None] | None = None,
+    memorisation: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """One set's TOFU log: `{field: {index: value}}` with every field TOFU writes."""
+    """One set's TOFU log: `{field: {index: value}}` with every field TOFU writes (with
+    `memorisation`, also each true answer's exact memorisation and extraction strength).
+
+    Samples go in batches of `batch_size`, in order of prompt length (as `greedy_answers`
+    batches them). `finished` holds records computed before (by sample index): those are
+    not scored again. `on_records` receives each batch's new records as it finishes.
+    """
     _check_pairs(pairs, answer_as_paraphrase, where)
     advance = on_progress or (lambda _: None)
+    records: dict[int, Mapping[str, Any]] = dict(finished or {})
+    prompt_lengths = [len(encode_prompt(lm.tokenizer, p.question)) for p in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: prompt_lengths[i])
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    for start in range(0, len(order), batch_size):
+        todo = [i for i in order[start:start + batch_size] if i not in records]
+        if not todo:
+            continue
+        fresh = _score_samples(
+            lm, pairs, todo, scorer, answer_as_paraphrase=answer_as_paraphrase,
+            batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
+            padding_side=padding_side, advance=advance, where=where,
+        )
+        if memorisation:
+            fresh = _with_memorisation(lm, pairs, fresh, batch_size, max_length)
+        records.update(fresh)
+        if on_records is not None:
+            on_records(fresh)
+    if memorisation:  # records finished by a version without memorisation
+        older = {i: r for i, r in records.items() if EXACT_MEMORISATION not in r}
+        if older:
+            records.update(_with_memorisation(lm, pairs, older, batch_size, max_length))
+    return columns_from_samples([records[i] for i in range(len(pairs))])
 
+
+def _with_memorisation(
+    lm: LanguageModel, pairs: Sequence[QAPair], records: Mapping[int, Mapping[str, Any]],
+    batch_size: int, max_length: int,
+) -> dict[int, dict[str, Any]]:
+    """The records with the exact memorisation and extraction strength of their answers."""
+    indices = list(records)
+    scores = qa_memorisation(lm, [pairs[i] for i in indices], batch_size, max_length)
+    return {i: {**records[i], EXACT_MEMORISATION: float(em), EXTRACTION_STRENGTH: float(es)}
+            for i, em, es in zip(indices, scores.exact_memorisation,
+                                 scores.extraction_strength)}
+
+
+def memorisation_columns(
+    lm: LanguageModel, pairs: Sequence[QAPair], batch_size: int = 16, max_length: int = 512
+) -> dict[str, dict[str, float]]:
+    """Per-sample exact memorisation and extraction strength of the true answers (given
+    the question prompt, answer + EOS as trained), as log columns."""
+    scores = qa_memorisation(lm, pairs, batch_size, max_length)
+    return {
+        EXACT_MEMORISATION: {str(i): float(v) for i, v in enumerate(scores.exact_memorisation)},
+        EXTRACTION_STRENGTH: {str(i): float(v)
+                              for i, v in enumerate(scores.extraction_strength)},
+    }
+
+
+def _score_samples(
+    lm: LanguageModel,
+    pairs: Sequence[QAPair],
+    indices: Sequence[int],
+    scorer: rouge_scorer.RougeScorer,
+    *,
+    answer_as_paraphrase: bool,
+    batch_size: int,
+    max_new_tokens: int | None,
+    max_length: int,
+    padding_side: str,
+    advance: Callable[[float], None],
+    where: str,
+) -> dict[int, dict[str, Any]]:
+    """The TOFU records `{index: {field: value}}` of the samples `indices` of `pairs`."""
     # Flatten every (question, answer) to score into one list; equal pairs are scored once.
     slots: dict[tuple[str, str], int] = {}
 
     def slot(question: str, answer: str) -> int:
         return slots.setdefault((question, answer), len(slots))
 
-    gt = [slot(p.question, p.answer) for p in pairs]
-    paraphrased = [
-        slot(p.question, p.answer if answer_as_paraphrase else p.paraphrased_answer)
-        for p in pairs
-    ]
-    perturbed = [[slot(p.question, a) for a in p.perturbed_answers] for p in pairs]
-    questions, answers = zip(*slots) if slots else ((), ())
-    share = _SCORING_SHARE * len(pairs) / max(1, len(slots))
+    gt = {i: slot(pairs[i].question, pairs[i].answer) for i in indices}
+    paraphrased = {
+        i: slot(pairs[i].question,
+                pairs[i].answer if answer_as_paraphrase else pairs[i].paraphrased_answer)
+        for i in indices
+    }
+    perturbed = {i: [slot(pairs[i].question, a) for a in pairs[i].perturbed_answers]
+                 for i in indices}
+    questions, answers = zip(*slots)
+    share = _SCORING_SHARE * len(indices) / len(slots)
     sums, counts = answer_loss_totals(
         lm, questions, answers, batch_size, max_length, padding_side,
         on_batch=lambda n: advance(n * share),
     )
     if not np.isfinite(sums).all():
-        bad = next(i for i, p in enumerate(pairs) if not np.isfinite(
+        bad = next(i for i in indices if not np.isfinite(
             sums[[gt[i], paraphrased[i], *perturbed[i]]]).all())
         raise ModelError(
             f"{where} sample {bad}: the model gives a token of an answer zero probability "
-            "(infinite loss); a model that filters tokens, like ULD with tau > 0, can: "
-            "evaluate it with tau 0"
+            "or a NaN score (non-finite loss); a model that filters tokens, like ULD with "
+            "tau > 0, can give zero: evaluate it with tau 0"
         )
     means = sums / np.maximum(counts, 1)
 
-    generated = greedy_answers(
-        lm, [p.question for p in pairs], max_new_tokens, batch_size,
-        on_answers=lambda n: advance(n * (1 - _SCORING_SHARE)),
+    answers_generated = greedy_answers(
+        lm, [pairs[i].question for i in indices], max_new_tokens, batch_size,
+        on_answers=lambda n: advance(n * (1 - _SCORING_SHARE)), max_length=max_length,
     )
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
-    samples = []
-    for i, pair in enumerate(pairs):
+    generated = dict(zip(indices, answers_generated))
+    samples = {}
+    for i in indices:
+        pair = pairs[i]
         rouge = scorer.score(pair.answer, generated[i])
         perturb_means = [float(means[s]) for s in perturbed[i]]
         record = {
@@ -269,8 +378,8 @@ def score_tofu_set(
             record["normalized_gt_loss"] = float(
                 means[gt[i]] + np.logaddexp.reduce(log_probs)
             )
-        samples.append(record)
-    return columns_from_samples(samples)
+        samples[i] = record
+    return samples
 
 
 def greedy_answers(
@@ -279,13 +388,22 @@ def greedy_answers(
     max_new_tokens: int | None = None,
     batch_size: int = 16,
     on_answers: Callable[[int], None] | None = None,
+    max_length: int | None = None,
 ) -> list[str]:
     """Greedy answers (text after the prompt), each cut at EOS or its cap (module docstring).
 
     Prompts are batched by length; a row decoded past its own cap is cut back to it, which
-    gives what decoding it alone would.
+    gives what decoding it alone would. With `max_length`, a prompt of that many tokens or
+    more keeps its last `max_length // 2` (as in scoring), with a warning.
     """
     prompts = [encode_prompt(lm.tokenizer, q) for q in questions]
+    if max_length is not None:
+        cut = sum(len(prompt) >= max_length for prompt in prompts)
+        if cut:
+            warnings.warn(f"{cut} of {len(prompts)} questions are longer than max_length "
+                          f"{max_length} tokens: generation sees their last {max_length // 2}",
+                          stacklevel=2)
+            prompts = [fit_prompt(prompt, max_length) for prompt in prompts]
     caps = [
         max_new_tokens if max_new_tokens is not None
         else max(1, TOFU_GENERATION_MAX_LENGTH - len(prompt))
@@ -349,9 +467,10 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None  # an unreadable partial result is recomputed
     if not isinstance(stored, dict) or stored.get("identity") != identity:
+        old = stored.get("identity") if isinstance(stored, dict) else None
         raise ConfigError(
-            f"{path} was computed with other settings ({_describe_change(stored, identity)}); "
-            "pass --overwrite to start over"
+            f"{path} was computed with other settings "
+            f"({describe_identity_change(old, identity)}); pass --overwrite to start over"
         )
     set_log = stored.get("set_log")
     validate_set_log(set_log, str(path))
@@ -360,9 +479,13 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
     return set_log
 
 
-def _describe_change(stored: Any, identity: dict[str, Any]) -> str:
-    old = stored.get("identity") if isinstance(stored, dict) else None
-    if not isinstance(old, dict):
-        return "no settings recorded"
-    changed = [k for k in identity if old.get(k) != identity[k]]
-    return ", ".join(f"{k}: {old.get(k)!r} now {identity[k]!r}" for k in changed) or "unknown"
+def _journal(partial_dir: Path, key: str, identity: dict[str, Any],
+             data: QADataset) -> SampleJournal:
+    """The file of finished samples of one set, tied to the settings and to the data."""
+    content = json.dumps([pair.to_dict() for pair in data.pairs], sort_keys=True)
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    return SampleJournal(
+        partial_dir / f"{Path(key).stem}.samples.jsonl",
+        {**identity, "set": key, "samples": len(data), "data_sha256": digest},
+        len(data),
+    )

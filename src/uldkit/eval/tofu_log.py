@@ -62,29 +62,37 @@ NUM_TOKEN_PARAPHRASED = "num_token_paraphrased"
 NUM_TOKEN_PERTURB = "num_token_perturb"
 TRUTH_RATIO = "truth_ratio"
 NORMALIZED_GT_LOSS = "normalized_gt_loss"
+# Ours, forget set only (not in TOFU's logs): teacher-forced memorisation of the true answer.
+EXACT_MEMORISATION = "exact_memorisation"
+EXTRACTION_STRENGTH = "extraction_strength"
+MEMORISATION_FIELDS = (EXACT_MEMORISATION, EXTRACTION_STRENGTH)
 
 REQUIRED_FIELDS = (AVG_GT_LOSS, AVG_PARAPHRASED_LOSS, AVERAGE_PERTURB_LOSS, ROUGE_L_RECALL)
 
 # What each known field holds per sample; unknown fields are kept but not checked.
 FIELD_KINDS = {
-    AVG_GT_LOSS: "number",
-    AVG_PARAPHRASED_LOSS: "number",
-    AVERAGE_PERTURB_LOSS: "number_list",
-    ROUGE_L_RECALL: "number",
-    ROUGE_1_RECALL: "number",
+    AVG_GT_LOSS: "loss",
+    AVG_PARAPHRASED_LOSS: "loss",
+    AVERAGE_PERTURB_LOSS: "loss_list",
+    ROUGE_L_RECALL: "fraction",
+    ROUGE_1_RECALL: "fraction",
     GENERATED_TEXT: "text_list",
-    GT_LOSS: "number",
-    PARAPHRASED_LOSS: "number",
-    PERTURB_LOSS: "number_list",
+    GT_LOSS: "loss",
+    PARAPHRASED_LOSS: "loss",
+    PERTURB_LOSS: "loss_list",
     NUM_TOKEN_GT: "count",
     NUM_TOKEN_PARAPHRASED: "count",
     NUM_TOKEN_PERTURB: "count_list",
     TRUTH_RATIO: "number",
     NORMALIZED_GT_LOSS: "number",
+    EXACT_MEMORISATION: "number",
+    EXTRACTION_STRENGTH: "number",
 }
 
-# The fields a complete log from our scorer holds, per set.
-SCORER_FIELDS = tuple(field for field in FIELD_KINDS if field != NORMALIZED_GT_LOSS)
+# The fields a complete log from our scorer holds, per set (the forget set adds
+# MEMORISATION_FIELDS).
+SCORER_FIELDS = tuple(field for field in FIELD_KINDS
+                      if field not in (NORMALIZED_GT_LOSS, *MEMORISATION_FIELDS))
 
 TofuLog = dict[str, dict[str, dict[str, Any]]]
 
@@ -164,7 +172,7 @@ def validate_set_log(set_log: Any, where: str) -> None:
             _check_value(value, kind, f"{where} field {field!r} sample {index!r}")
             if kind.endswith("_list"):
                 list_lengths.add(len(value))
-        if kind in ("number_list", "count_list") and len(list_lengths) > 1:
+        if kind in ("loss_list", "count_list") and len(list_lengths) > 1:
             raise DataError(
                 f"{where}: field {field!r} has lists of different lengths "
                 f"{sorted(list_lengths)}; every sample needs the same number of perturbed answers"
@@ -196,12 +204,17 @@ def _read_json(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 (byte offset {err.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of too many digits
+        message = str(err).splitlines()[0] if str(err) else "nested too deeply"
+        raise DataError(f"{path}: not valid JSON ({message[:100]})") from None
 
 
 def _column_indices(column: Any, where: str) -> set[str]:
@@ -223,6 +236,10 @@ def _describe_difference(indices: set[str], reference: set[str]) -> str:
 def _check_value(value: Any, kind: str, where: str) -> None:
     if kind == "number":
         _check_number(value, where)
+    elif kind == "loss":  # a negative log-likelihood
+        _check_number(value, where, low=0.0)
+    elif kind == "fraction":
+        _check_number(value, where, low=0.0, high=1.0)
     elif kind == "count":
         _check_count(value, where)
     elif kind == "text_list":
@@ -231,16 +248,23 @@ def _check_value(value: Any, kind: str, where: str) -> None:
     else:
         if not isinstance(value, list) or not value:
             raise DataError(f"{where}: expected a non-empty list, got {_kind(value)}")
-        check = _check_number if kind == "number_list" else _check_count
         for position, item in enumerate(value):
-            check(item, f"{where} item {position}")
+            _check_value(item, kind.removesuffix("_list"), f"{where} item {position}")
 
 
-def _check_number(value: Any, where: str) -> None:
+def _check_number(value: Any, where: str, low: float = -math.inf,
+                  high: float = math.inf) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where}: expected a number, got {_kind(value)}")
-    if not math.isfinite(value):
-        raise DataError(f"{where}: value {value} is not finite")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise DataError(f"{where}: value {_kind(value)} is not finite")
+    if not low <= number <= high:
+        expected = f"from {low:g} to {high:g}" if math.isfinite(high) else f"at least {low:g}"
+        raise DataError(f"{where}: value {_kind(value)} is out of range (expected {expected})")
 
 
 def _check_count(value: Any, where: str) -> None:

@@ -5,6 +5,11 @@ normalised probability (normalised over the true and perturbed answers for real 
 world facts), ROUGE-L recall, the truth-ratio statistic R, Model Utility as the harmonic mean
 of the nine non-forget figures, and Forget Quality as the KS-test p-value of the forget-set
 R values against those of a retain model.
+
+Beyond TOFU (METRICS.md, "Other"), from the forget set when its log has them: the mean exact
+memorisation and extraction strength of the true answers, and the fluency of the generated
+answers (`uldkit.eval.memorisation.fluency`). A log without them (e.g. the TOFU authors')
+gives None.
 """
 
 from __future__ import annotations
@@ -14,14 +19,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 from scipy.stats import hmean, ks_2samp
 
 from uldkit.errors import DataError
+from uldkit.eval.memorisation import fluency
 from uldkit.eval.tofu_log import (
     AVERAGE_PERTURB_LOSS,
     AVG_GT_LOSS,
     AVG_PARAPHRASED_LOSS,
+    EXACT_MEMORISATION,
+    EXTRACTION_STRENGTH,
     FORGET_SET,
+    GENERATED_TEXT,
     REAL_AUTHORS_SET,
     RETAIN_SET,
     ROUGE_L_RECALL,
@@ -61,6 +71,9 @@ class TofuSummary:
     world_facts_prob: float
     world_facts_rouge: float
     world_facts_truth_ratio: float
+    forget_exact_memorisation: float | None = None
+    forget_extraction_strength: float | None = None
+    forget_answer_fluency: dict[str, float] | None = None  # memorisation.Fluency.to_dict()
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -79,11 +92,13 @@ def truth_ratios(set_log: Mapping[str, Any]) -> np.ndarray:
 
 def answer_probs(set_log: Mapping[str, Any], normalised: bool) -> np.ndarray:
     """Prob. per sample: P(answer), or P(answer) / (P(answer) + sum_i P(perturbed_i))."""
-    true_prob = np.exp(-column(set_log, AVG_GT_LOSS))
+    true_loss = column(set_log, AVG_GT_LOSS)
     if not normalised:
-        return true_prob
-    perturbed_prob = np.exp(-column(set_log, AVERAGE_PERTURB_LOSS)).sum(axis=-1)
-    return true_prob / (true_prob + perturbed_prob)
+        return np.exp(-true_loss)
+    # In log space: the probabilities themselves underflow to 0 / 0 for losses above ~745
+    # (a model that filters tokens scores them -1000).
+    log_probs = -np.concatenate([true_loss[:, None], column(set_log, AVERAGE_PERTURB_LOSS)], -1)
+    return np.exp(log_probs[:, 0] - logsumexp(log_probs, axis=-1))
 
 
 def truth_ratio_score(ratios: np.ndarray, is_forget: bool) -> float:
@@ -147,4 +162,22 @@ def aggregate_tofu(
         forget_quality=quality,
         ks_statistic=statistic,
         **figures,
+        **memorisation_figures(log[FORGET_SET]),
     )
+
+
+def memorisation_figures(forget_log: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean EM and ES of the forget answers and the fluency of the generated ones (None for
+    what the log does not hold)."""
+    def mean_of(field: str) -> float | None:
+        return float(np.mean(column(forget_log, field))) if field in forget_log else None
+
+    generated = forget_log.get(GENERATED_TEXT)
+    answers = None if generated is None else [
+        generated[index][1] for index in sample_indices(forget_log)
+        if index in generated and len(generated[index]) > 1]
+    return {
+        "forget_exact_memorisation": mean_of(EXACT_MEMORISATION),
+        "forget_extraction_strength": mean_of(EXTRACTION_STRENGTH),
+        "forget_answer_fluency": None if not answers else fluency(answers).to_dict(),
+    }

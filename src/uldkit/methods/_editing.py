@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.collate import token_nll
+from uldkit.data.documents import encode_document_chunks
 from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_pairs, encode_qa
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
@@ -140,10 +141,16 @@ class WeightEditingMethod(UnlearningMethod):
     def streams(
         self, tokenizer: PreTrainedTokenizerBase, data: UnlearnData
     ) -> dict[str, list[Encoded]]:
-        streams = {"forget": encode_pairs(tokenizer, data.forget, data.max_length)}
+        streams = {"forget": forget_examples(tokenizer, data)}
         if self.uses_retain or self.needs_retain_stream():
-            streams["retain"] = encode_pairs(tokenizer, data.retain, data.max_length)
+            streams["retain"] = retain_examples(tokenizer, data)
+            if not streams["retain"]:
+                raise ConfigError(f"method '{self.name}' needs retain data; the retain side "
+                                  "is empty")
         if self.needs_refusals:
+            if data.forgets_documents:
+                raise ConfigError(f"method '{self.name}' cannot unlearn passages: it needs "
+                                  "a forget question to answer with a refusal")
             if not data.refusals:
                 raise ConfigError(f"method '{self.name}' needs refusal answers; none were given")
             picker = random.Random(0)
@@ -209,6 +216,21 @@ class WeightEditingMethod(UnlearningMethod):
             "hyperparameters": self.hyperparameters,
             "target": context.target_path,
         })
+
+
+def forget_examples(tokenizer: PreTrainedTokenizerBase, data: UnlearnData) -> list[Encoded]:
+    """The forget side: the forget passages (every token scored) or the forget QA answers."""
+    if data.forget_documents is not None:
+        return encode_document_chunks(tokenizer, data.forget_documents, data.max_length)
+    return encode_pairs(tokenizer, data.forget, data.max_length)
+
+
+def retain_examples(tokenizer: PreTrainedTokenizerBase, data: UnlearnData) -> list[Encoded]:
+    """The retain side: the retain QA answers, then the retain passages if any."""
+    examples = encode_pairs(tokenizer, data.retain, data.max_length)
+    if data.retain_documents is not None:
+        examples += encode_document_chunks(tokenizer, data.retain_documents, data.max_length)
+    return examples
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -27,16 +27,18 @@ ADAPTER_FILE = "adapter.safetensors"
 HISTORY_FILE = "forget_history.jsonl"
 FORMAT_VERSION = 1
 ROLES = ("forget", "paraphrase", "wrong_answer")
+PASSAGE_ROLE = "passage"  # a forget passage (document forget set): {"text": ...}
 
 
 @dataclass
 class ForgetRequest:
-    """One request to forget: its QA pairs and the augmentation ULD trains on."""
+    """One request to forget: its QA pairs and the augmentation ULD trains on, or passages."""
 
     split: str
     forget: list[QAPair]
     paraphrases: list[QAPair] = field(default_factory=list)
     wrong_answers: list[QAPair] = field(default_factory=list)
+    passages: list[str] = field(default_factory=list)
     recorded_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -48,7 +50,8 @@ class ForgetRequest:
     def summary(self, number: int) -> dict[str, Any]:
         return {"request": number, "forget_split": self.split, "recorded_at": self.recorded_at,
                 "forget_pairs": len(self.forget), "paraphrase_pairs": len(self.paraphrases),
-                "wrong_answer_pairs": len(self.wrong_answers)}
+                "wrong_answer_pairs": len(self.wrong_answers),
+                "passages": len(self.passages)}
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,11 @@ def history_text(requests: list[ForgetRequest]) -> str:
                     "recorded_at": request.recorded_at, "role": role,
                     "question": pair.question, "answer": pair.answer,
                 }, ensure_ascii=False))
+        for text in request.passages:
+            lines.append(json.dumps({
+                "request": number, "forget_split": request.split,
+                "recorded_at": request.recorded_at, "role": PASSAGE_ROLE, "text": text,
+            }, ensure_ascii=False))
     return "".join(line + "\n" for line in lines)
 
 
@@ -214,13 +222,21 @@ def read_history(directory: Path) -> list[ForgetRequest]:
         try:
             record = json.loads(line)
             role = record["role"]
-            if role not in ROLES:
+            if role not in (*ROLES, PASSAGE_ROLE):
                 raise ValueError(f"unknown role '{role}'")
-            pair = QAPair(record["question"], record["answer"])
+            if role == PASSAGE_ROLE:
+                text = record["text"]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError("empty passage")
+            else:
+                pair = QAPair(record["question"], record["answer"])
             request = requests.setdefault(int(record["request"]), ForgetRequest(
                 split=str(record["forget_split"]), forget=[],
                 recorded_at=str(record["recorded_at"])))
         except Exception as err:  # JSON, missing keys, DataError from QAPair
             raise ModelError(f"{file}, line {number}: malformed record ({err})") from None
-        request.pairs(role).append(pair)
+        if role == PASSAGE_ROLE:
+            request.passages.append(text)
+        else:
+            request.pairs(role).append(pair)
     return [requests[k] for k in sorted(requests)]

@@ -16,18 +16,29 @@ from typing import Any, ClassVar
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from uldkit.data.types import Augmentation, QADataset
+from uldkit.data.types import Augmentation, DocumentDataset, QADataset
 from uldkit.models.lm import LanguageModel
 from uldkit.training import Objective, StreamData
 
 
 @dataclass
 class UnlearnData:
+    """What to forget and what to keep. With `forget_documents` (a document forget set, as in
+    MUSE) the forget side is those passages, not the forget QA pairs; the retain side is the
+    retain QA pairs plus `retain_documents`. A method that needs a question per forget item
+    (refusals, ULD's augmentation) cannot take passages and says so."""
+
     forget: QADataset
     retain: QADataset
     augmentation: Augmentation | None = None
     refusals: list[str] = field(default_factory=list)  # "I don't know" answers (IdkPO/DPO)
     max_length: int = 256
+    forget_documents: DocumentDataset | None = None
+    retain_documents: DocumentDataset | None = None
+
+    @property
+    def forgets_documents(self) -> bool:
+        return self.forget_documents is not None
 
 
 @dataclass

@@ -12,13 +12,13 @@ from accelerate import Accelerator
 
 from uldkit.data.refusals import DEFAULT_REFUSALS, load_refusals
 from uldkit.data.sources import DataSource
-from uldkit.data.types import QADataset
-from uldkit.errors import DataError
+from uldkit.data.types import DocumentDataset, QADataset
+from uldkit.errors import ConfigError, DataError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.methods.registry import get_method
 from uldkit.models.loading import load_model
-from uldkit.runinfo import prepare_out_dir, write_run_config
+from uldkit.runinfo import check_out_dir, prepare_out_dir, write_run_config
 from uldkit.training import TrainConfig, Trainer
 
 
@@ -29,7 +29,12 @@ class UnlearnConfig:
     out: str
     data: str = "synthetic"
     forget: str = "forget10"
-    retain: str | None = None  # default: the forget split's complement
+    retain: str | None = None  # default: the forget split's complement ("none" with documents)
+    # A document forget set (MUSE-style): a path for `load_documents`, or for the synthetic
+    # world "synthetic:<people split>" (e.g. synthetic:forget10). The forget side is then
+    # these passages; the retain QA split is used only when `retain` names one.
+    forget_documents: str | None = None
+    retain_documents: str | None = None  # passages to keep, added to the retain side
     people: int = 40
     data_seed: int = 0
     max_length: int = 128
@@ -72,8 +77,18 @@ def load_unlearn_data(config: UnlearnConfig, method: type[UnlearningMethod]) -> 
     forget = source.load(config.forget)
     if len(forget) == 0:
         raise DataError(f"the forget set '{config.forget}' is empty")
-    retain_split = config.retain or retain_split_for(config.forget)
-    retain = source.load(retain_split)
+    forget_documents, retain_documents = _documents(config, source)
+    if forget_documents is None and retain_documents is not None:
+        raise ConfigError("retain_documents needs forget_documents (a document forget set)")
+    if forget_documents is not None and method.needs_refusals:
+        raise ConfigError(f"method '{method.name}' cannot unlearn passages: it answers each "
+                          "forget question with a refusal, and passages have no question")
+    if forget_documents is not None and config.retain in (None, "none"):
+        retain_split = "none"
+        retain = QADataset([], "none")
+    else:
+        retain_split = config.retain or retain_split_for(config.forget)
+        retain = source.load(retain_split)
     overlap = forget.questions() & retain.questions()
     if overlap:
         warnings.warn(
@@ -82,14 +97,35 @@ def load_unlearn_data(config: UnlearnConfig, method: type[UnlearningMethod]) -> 
             stacklevel=2,
         )
         retain = QADataset([p for p in retain if p.question not in overlap], retain.name)
-    augmentation = source.augmentation(config.forget) if method.needs_augmentation else None
+    augmentation = None
+    if method.needs_augmentation and forget_documents is None:
+        augmentation = source.augmentation(config.forget)
     return UnlearnData(
         forget=forget,
         retain=retain,
         augmentation=augmentation,
         refusals=_refusals(config, source) if method.needs_refusals else [],
         max_length=config.max_length,
+        forget_documents=forget_documents,
+        retain_documents=retain_documents,
     )
+
+
+def _documents(
+    config: UnlearnConfig, source: DataSource
+) -> tuple[DocumentDataset | None, DocumentDataset | None]:
+    from uldkit.data.documents import resolve_documents
+    from uldkit.data.synthetic import generate_world
+
+    world = generate_world(config.people, config.data_seed) if source.is_synthetic else None
+    loaded = []
+    for name, spec in (("forget_documents", config.forget_documents),
+                       ("retain_documents", config.retain_documents)):
+        documents = None if spec is None else resolve_documents(spec, world)
+        if documents is not None and len(documents) == 0:
+            raise DataError(f"{name} '{spec}' holds no passages")
+        loaded.append(documents)
+    return loaded[0], loaded[1]
 
 
 def _refusals(config: UnlearnConfig, source: DataSource) -> list[str]:
@@ -106,21 +142,25 @@ def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = Fa
     method = method_cls(**config.hyperparameters)
     train_config = resolve_train_config(method_cls, config.train_overrides)
     train_config.show_progress = show_progress and train_config.show_progress
+    # Inputs are read and checked before the output directory is touched: bad input leaves
+    # no run directory behind (and --overwrite keeps the old run).
+    out = check_out_dir(config.out, overwrite=overwrite, resume=resume)
     data = load_unlearn_data(config, method_cls)
     target, tokenizer = load_model(config.model, device=config.device,
                                    allow_pickle=config.allow_pickle,
                                    trust_remote_code=config.trust_remote_code)
-    out = Path(config.out)
     accelerator = Accelerator(cpu=not torch.cuda.is_available() or config.device == "cpu")
+    plan = method.plan(target, tokenizer, data)
     if accelerator.is_main_process:
         prepare_out_dir(out, overwrite=overwrite, resume=resume)
     accelerator.wait_for_everyone()
 
-    plan = method.plan(target, tokenizer, data)
     if accelerator.is_main_process:
         write_run_config(out, "unlearn", {
             **asdict(config), "train": asdict(train_config), "method": method.describe(),
             "forget_examples": len(data.forget), "retain_examples": len(data.retain),
+            "forget_passages": _count(data.forget_documents),
+            "retain_passages": _count(data.retain_documents),
             "streams": {k: len(v) for k, v in plan.data.streams.items()},
         })
     trainer = Trainer(plan.model, plan.objective, plan.data, train_config,
@@ -141,3 +181,7 @@ def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = Fa
         })
     accelerator.wait_for_everyone()
     return UnlearnResult(out, config.method, result.steps, result.seconds, result.final_loss)
+
+
+def _count(documents: DocumentDataset | None) -> int | None:
+    return None if documents is None else len(documents)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from uldkit.data.formatting import encode_prompt
-from uldkit.errors import ConfigError
+from uldkit.errors import ConfigError, ModelError
 from uldkit.models.lm import LanguageModel
 
 
@@ -32,8 +32,13 @@ class GenerationSettings:
 def choose_next_tokens(
     scores: torch.Tensor, settings: GenerationSettings, generator: torch.Generator | None
 ) -> torch.Tensor:
-    if not torch.isfinite(scores).any(-1).all() or torch.isnan(scores).any():
-        raise FloatingPointError("the model produced a row of non-finite next-token scores")
+    broken = ~torch.isfinite(scores).any(-1) | torch.isnan(scores).any(-1)
+    if broken.any():
+        row = int(broken.nonzero()[0, 0])
+        raise ModelError(
+            f"the model's next-token scores for batch row {row} are NaN or all -inf: "
+            "its weights or settings are broken; generation stopped"
+        )
     if not settings.do_sample:
         return scores.argmax(-1)
     probs = torch.softmax(scores / settings.temperature, dim=-1)

@@ -44,6 +44,8 @@ def resolve_placement(device: str | None = None, dtype: str | None = None) -> Pl
 def load_tokenizer(
     path: str | os.PathLike, *, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
+    """The tokenizer saved at `path`. One without a pad token pads with its EOS token
+    (padding is always masked out, so no score changes); one with neither is a ModelError."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

@@ -19,11 +19,16 @@ TINY_SIZES: dict[str, dict[str, int]] = {
 }
 
 
+def check_size(size: str) -> None:
+    """ConfigError unless `size` names one of TINY_SIZES."""
+    if size not in TINY_SIZES:
+        raise ConfigError(f"unknown model size '{size}'; choose one of {', '.join(TINY_SIZES)}")
+
+
 def tiny_llama_config(
     tokenizer: PreTrainedTokenizerBase, size: str = "tiny", max_positions: int = 256
 ) -> LlamaConfig:
-    if size not in TINY_SIZES:
-        raise ConfigError(f"unknown model size '{size}'; choose one of {', '.join(TINY_SIZES)}")
+    check_size(size)
     return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_positions,

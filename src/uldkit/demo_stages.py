@@ -1,0 +1,149 @@
+"""The demo's stages shared by its TOFU and MUSE modes; each is skipped when its output exists.
+
+A stage's output file is its "done" marker: fine-tuning writes train_summary.json last,
+unlearning unlearn_summary.json, the MIA audit mia_summary.json, the relearning attack
+relearn.json. Running the demo again on the same directory picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from uldkit.data.synthetic import SyntheticWorld
+from uldkit.data.types import QAPair
+from uldkit.errors import ConfigError
+from uldkit.io import atomic_write_json
+from uldkit.models.lm import LanguageModel
+
+Log = Callable[[str], None]
+MIA_SUMMARY = "mia_summary.json"
+
+
+class LazyModel:
+    """A model directory loaded on first use (a resumed demo may need none of them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lm: LanguageModel | None = None
+
+    def __call__(self) -> LanguageModel:
+        if self._lm is None:
+            from uldkit.models.any import load_language_model
+
+            self._lm = load_language_model(self.path)
+        return self._lm
+
+
+def train_seconds(model_dir: Path, summary_name: str = "train_summary.json") -> float | None:
+    """The training time a model directory records (None for a model made elsewhere)."""
+    try:
+        return float(json.loads((model_dir / summary_name).read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def finetune_stage(model_dir: Path, description: str, log: Log, **settings: Any) -> Path:
+    """Fine-tune into model_dir unless it holds a finished model (FinetuneConfig settings)."""
+    from uldkit.finetune import FinetuneConfig, finetune
+
+    if not (model_dir / "train_summary.json").exists():
+        log(f"[demo] fine-tuning the {description}")
+        finetune(FinetuneConfig(out=str(model_dir), **settings), resume=model_dir.exists())
+    return model_dir
+
+
+def given_model(path: str, role: str) -> Path:
+    """A model directory the user gave instead of fine-tuning one."""
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"--{role} '{path}' is not a model directory (no config.json)")
+    return directory
+
+
+def recorded_setting(model_dir: Path, key: str) -> Any:
+    """A fine-tuning setting from a model directory's run_config.json, or None."""
+    try:
+        record = json.loads((model_dir / "run_config.json").read_text(encoding="utf-8"))
+        return record["config"][key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def unlearn_stage(method: str, target_dir: Path, method_dir: Path, log: Log,
+                  **settings: Any) -> float | None:
+    """Unlearn with `method` unless method_dir holds a finished result (UnlearnConfig
+    settings); returns the training time."""
+    from uldkit.methods.runner import UnlearnConfig, unlearn
+
+    if not (method_dir / "unlearn_summary.json").exists():
+        log(f"[demo] unlearning with {method}")
+        unlearn(UnlearnConfig(method=method, model=str(target_dir), out=str(method_dir),
+                              **settings), resume=method_dir.exists())
+    return train_seconds(method_dir, "unlearn_summary.json")
+
+
+# --- membership inference --------------------------------------------------------------------
+@dataclass(frozen=True)
+class MiaTexts:
+    """Members (forget) and non-members (holdout) for the audit; with questions, the texts
+    are answers scored after their question prompt."""
+
+    forget: list[str]
+    holdout: list[str]
+    description: str
+    forget_questions: list[str] | None = None
+    holdout_questions: list[str] | None = None
+
+
+def qa_mia_texts(world: SyntheticWorld, forget: Sequence[QAPair]) -> MiaTexts:
+    """TOFU mode: the forget answers (trained as QA) against the held-out people's answers
+    (never trained; the same questions about other people)."""
+    holdout = [fact.pair for person in world.holdout for fact in world.facts[person.name]]
+    if not holdout:
+        raise ConfigError("the MIA audit needs held-out people (holdout > 0)")
+    return MiaTexts(
+        forget=[p.answer for p in forget], holdout=[p.answer for p in holdout],
+        forget_questions=[p.question for p in forget],
+        holdout_questions=[p.question for p in holdout],
+        description=(f"answers to the {len(forget)} forget questions vs the {len(holdout)} "
+                     f"answers about {len(world.holdout)} held-out people (answer tokens "
+                     "scored after the question)"),
+    )
+
+
+def mia_stage(path: Path, model: LazyModel, retain: LazyModel, texts: MiaTexts) -> dict:
+    """The MIA block of a results row: every attack's AUC beside the retain model's, the
+    verdicts, and which attacks still separate forget from holdout."""
+    from uldkit.eval.mia import mia_audit
+
+    if path.exists():
+        return json.loads(path.read_text())
+    report = mia_audit(model(), texts.forget, texts.holdout, retain_lm=retain(),
+                       forget_questions=texts.forget_questions,
+                       holdout_questions=texts.holdout_questions)
+    block = {"texts": texts.description, **report.summary_dict()}
+    atomic_write_json(path, block)
+    return block
+
+
+# --- the relearning attack -------------------------------------------------------------------
+RELEARN_SUMMARY = "relearn.json"
+
+
+def relearn_stage(method: str, method_dir: Path, target_dir: Path, attack_dir: Path,
+                  log: Log, **settings: Any) -> dict:
+    """The relearning attack on one unlearned model (RelearnConfig settings); its summary."""
+    from uldkit.attacks.relearn import RelearnConfig, relearn_attack
+
+    summary_file = attack_dir / RELEARN_SUMMARY
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    log(f"[demo] relearning attack on {method}")
+    # a directory without relearn.json is an interrupted attack: start it over
+    return relearn_attack(RelearnConfig(model=str(method_dir), out=str(attack_dir),
+                                        original=str(target_dir), **settings),
+                          overwrite=attack_dir.exists(), show_progress=False)

@@ -1,0 +1,193 @@
+"""The report's tables as plain cells (rendered to Markdown and HTML by `report`).
+
+- results: TOFU's headline figures (or MUSE's, in MUSE's column order), with exact
+  memorisation, extraction strength and fluency of the forget answers when measured;
+- membership inference: each attack's AUC of forget vs holdout beside the retain model's,
+  and in words which attacks still separate them;
+- relearning: held-out forget answers before and after the attack, the original model's,
+  and how much came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from uldkit.eval.mia import MARGIN
+from uldkit.eval.report_data import AttackAuc, ModelResult, RunResults
+
+ROLE_LABELS = {"target": "target (before unlearning)", "retain": "retain (never saw forget set)"}
+TOFU_COLUMNS = ("Model", "Forget quality", "Model utility", "Forget ROUGE", "Forget Prob.")
+MUSE_COLUMNS = (("VerbMem on D_f", "verbmem_forget"), ("KnowMem on D_f", "knowmem_forget"),
+                ("PrivLeak", "privleak"), ("KnowMem on D_r", "knowmem_retain"),
+                ("Utility preserved", "utility_preserved"))
+MEMORISATION_COLUMNS = ("Forget EM", "Forget ES", "Fluency (n-gram entropy)")
+ATTACK_TITLES = {"loss": "LOSS", "zlib": "zlib", "min_k": "Min-K%", "min_k_plus_plus": "Min-K%++",
+                 "reference": "Reference"}
+
+TOFU_NOTE = (
+    "Forget quality: KS-test p-value of the forget-set truth ratios against the retain model "
+    "(higher is better; at or above 0.05 the model is statistically indistinguishable from one "
+    "never trained on the forget set). Model utility: harmonic mean of Prob., ROUGE and Truth "
+    "Ratio on retain, real-author and world-fact questions (higher is better). Forget ROUGE and "
+    "Prob.: how much of the forget answers the model still reproduces (closer to the retain "
+    "model is better)."
+)
+MUSE_NOTE = (
+    "MUSE: VerbMem on D_f: ROUGE-L F1 of the model's continuation of forget passages; KnowMem: "
+    "ROUGE-L recall of answers to questions about the forget (D_f) and retain (D_r) "
+    "passages; PrivLeak: (AUC - retain AUC) / retain AUC of Min-K% (k = 40%) membership "
+    "inference on forget vs held-out passages, near 0 is ideal, negative means "
+    "over-unlearned, positive under-unlearned; utility preserved: KnowMem on D_r relative to "
+    "the target. Forget-set figures are best close to the retain model's."
+)
+MEMORISATION_NOTE = (
+    "Forget EM (exact memorisation): share of forget-answer tokens the model predicts greedily "
+    "given the true prefix. Forget ES (extraction strength): 1 - the smallest share of the "
+    "answer an attacker must supply before greedy decoding completes it exactly (0: nothing "
+    "can be extracted). Both lower is better, down to the retain model's. Fluency: n-gram "
+    "entropy (bits) of the generated forget answers; gibberish and repetition make it fall."
+)
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    title: str
+    headers: tuple[str, ...]
+    rows: list[tuple[str, list[str]]]  # (the model's role, its cells)
+    note: str = ""
+    hover: list[list[str]] = field(default_factory=list)  # per cell, for HTML titles
+    details: list[str] = field(default_factory=list)  # lines shown folded below the table
+    text_columns: tuple[int, ...] = ()  # left-aligned columns besides the first
+
+
+def ordered(run: RunResults) -> list[ModelResult]:
+    order = {"method": 0, "target": 1, "retain": 2}
+    return sorted(run.models, key=lambda model: order[model.role])
+
+
+def model_label(model: ModelResult) -> str:
+    return ROLE_LABELS.get(model.role, model.name)
+
+
+# --- results --------------------------------------------------------------------------------
+def results_table(run: RunResults, duration: Callable[[float | None], str]) -> ReportTable:
+    models = ordered(run)
+    memorisation = any(m.exact_memorisation is not None or m.fluency is not None
+                       for m in models)
+    if run.is_muse:
+        headers = ("Model", *(title for title, _ in MUSE_COLUMNS))
+        note = MUSE_NOTE
+    else:
+        headers = TOFU_COLUMNS
+        note = TOFU_NOTE
+    headers += (MEMORISATION_COLUMNS if memorisation else ()) + ("Train time",)
+    if memorisation:
+        note += " " + MEMORISATION_NOTE
+    rows = []
+    for model in models:
+        cells = [model_label(model)]
+        if run.is_muse:
+            figures = model.muse or {}
+            cells += [_number(figures.get(key)) for _, key in MUSE_COLUMNS]
+        else:
+            cells.append("—" if model.forget_quality is None else f"{model.forget_quality:.2e}")
+            cells += [_number(v) for v in (model.model_utility, model.forget_rouge,
+                                           model.forget_prob)]
+        if memorisation:
+            entropy = None if model.fluency is None else model.fluency.get("ngram_entropy")
+            cells += [_number(model.exact_memorisation), _number(model.extraction_strength),
+                      "—" if entropy is None else f"{entropy:.2f}"]
+        cells.append(duration(model.train_seconds))
+        rows.append((model.role, cells))
+    title = "MUSE figures" if run.is_muse else "TOFU figures"
+    return ReportTable(title, headers, rows, note)
+
+
+# --- membership inference -------------------------------------------------------------------
+def mia_table(run: RunResults) -> ReportTable | None:
+    models = [model for model in ordered(run) if model.mia is not None]
+    if not models:
+        return None
+    attacks: list[str] = []
+    for model in models:
+        attacks += [a.attack for a in model.mia.attacks if a.attack not in attacks]
+    headers = ("Model", *(f"{ATTACK_TITLES.get(a, a)} AUC" for a in attacks),
+               "Still separating forget from holdout")
+    rows, hover, details = [], [], []
+    for model in models:
+        by_name = {a.attack: a for a in model.mia.attacks}
+        cells, titles = [model_label(model)], [""]
+        for name in attacks:
+            result = by_name.get(name)
+            cells.append("—" if result is None else _auc_cell(result))
+            titles.append("" if result is None else result.verdict)
+            if result is not None:
+                details.append(f"{model.name}, {ATTACK_TITLES.get(name, name)}: {result.verdict}")
+        separating = [ATTACK_TITLES.get(a.attack, a.attack) for a in model.mia.attacks
+                      if a.separates]
+        cells.append(", ".join(separating) if separating else "none")
+        titles.append(model.mia.conclusion)
+        rows.append((model.role, cells))
+        hover.append(titles)
+    texts = next((m.mia.texts for m in models if m.mia.texts), None)
+    note = ("AUC of each attack telling forget (members) from held-out (never trained) "
+            "samples; in brackets the retain model's, which never saw either. An attack "
+            f"still separates them when its AUC exceeds the retain model's by more than {MARGIN}; "
+            f"'reverse' marks an AUC more than {MARGIN} below it (forget samples look less "
+            "familiar than unseen ones: over-unlearning).")
+    if texts:
+        note += f" Samples: {texts}."
+    return ReportTable("Membership inference", headers, rows, note, hover, details,
+                       text_columns=(len(headers) - 1,))
+
+
+def _auc_cell(result: AttackAuc) -> str:
+    baseline = 0.5 if result.retain_auc is None else result.retain_auc
+    mark = ""
+    if result.separates:
+        mark = " separates"
+    elif result.auc - baseline < -MARGIN:
+        mark = " reverse"
+    retain = "" if result.retain_auc is None else f" ({result.retain_auc:.3f})"
+    return f"{result.auc:.3f}{retain}{mark}"
+
+
+# --- relearning -----------------------------------------------------------------------------
+def relearn_table(run: RunResults) -> ReportTable | None:
+    models = [model for model in ordered(run) if model.relearn is not None]
+    if not models:
+        return None
+    headers = ("Model", "Held-out Prob. before → after", "Held-out ROUGE before → after",
+               "Original Prob. / ROUGE", "Recovered Prob. / ROUGE", "Attack")
+    rows = []
+    for model in models:
+        r = model.relearn
+        original = ("—" if r.original is None
+                    else f"{_number(r.original['prob'])} / {_number(r.original['rouge'])}")
+        attack = r.attack or "fine-tuning"
+        if r.steps is not None and r.trained_on is not None:
+            attack += f", {r.steps} steps on {r.trained_on} forget answers"
+        if r.held_out is not None:
+            attack += f" ({r.held_out} held out)"
+        rows.append((model.role, [
+            model_label(model),
+            f"{_number(r.before['prob'])} → {_number(r.after['prob'])}",
+            f"{_number(r.before['rouge'])} → {_number(r.after['rouge'])}",
+            original,
+            f"{_share(r.recovered['prob'])} / {_share(r.recovered['rouge'])}",
+            attack,
+        ]))
+    note = ("The relearning attack fine-tunes the unlearned model on a few forget answers and "
+            "scores the rest (held out): answer probability and ROUGE-L recall before and "
+            "after. Recovered = (after - before) / (original - before): 0% means nothing came "
+            "back, 100% the held-out answers are known as well as before unlearning.")
+    return ReportTable("Relearning attack", headers, rows, note, text_columns=(len(headers) - 1,))
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"

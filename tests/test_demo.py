@@ -1,0 +1,164 @@
+"""The demo end to end on the session's trained models (`--target/--retain`: no fine-tuning).
+
+TOFU mode with one method: every model is evaluated (with exact memorisation, extraction
+strength and fluency), audited by membership inference, the unlearned one attacked by
+relearning; results.json, the report and a resumed second run are checked. MUSE mode runs on
+the same models (trained on QA, not on the biographies): it checks that passages are
+unlearned and that the MUSE figures, MIA audit and report come out in MUSE's form.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uldkit.cli import main
+from uldkit.demo import DemoConfig, run_demo
+from uldkit.errors import ConfigError
+from uldkit.eval.memorisation import qa_memorisation
+from uldkit.eval.muse import MUSE_COLUMNS
+from uldkit.eval.tofu_eval import evaluate_tofu
+from uldkit.eval.tofu_log import EXACT_MEMORISATION, EXTRACTION_STRENGTH, FORGET_SET
+from uldkit.models.any import load_language_model
+
+ATTACKS = {"loss", "zlib", "min_k", "min_k_plus_plus"}
+
+
+def _config(world, out: Path, **extra) -> DemoConfig:
+    settings = {"methods": ["grad_diff"], "max_new_tokens": 24, "samples_per_method": 3,
+                **extra}
+    return DemoConfig(out=str(out), target=str(world.target), retain=str(world.retain),
+                      **settings)
+
+
+@pytest.fixture(scope="module")
+def tofu_demo(trained_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_tofu")
+    results = run_demo(_config(trained_world, out), log=lambda line: None)
+    return out, results
+
+
+def test_tofu_rows_have_memorisation_mia_and_relearning(tofu_demo, trained_world):
+    out, results = tofu_demo
+    assert results == json.loads((out / "results.json").read_text())
+    assert results["config"]["people"] == trained_world.people  # read from the target
+    target, retain = results["target"], results["retain"]
+    method = results["methods"]["grad_diff"]
+    # the target memorised its forget answers; the retain model never saw them
+    assert target["forget_exact_memorisation"] >= 0.9
+    assert target["forget_extraction_strength"] >= 0.8
+    assert retain["forget_extraction_strength"] < target["forget_extraction_strength"] - 0.4
+    assert method["forget_extraction_strength"] < target["forget_extraction_strength"]
+    for row in (target, retain, method):
+        assert set(row["forget_answer_fluency"]) == {"distinct_2", "repetition_3",
+                                                     "ngram_entropy", "samples"}
+        assert {a["attack"] for a in row["mia"]["attacks"]} == ATTACKS
+        assert "held-out people" in row["mia"]["texts"]
+    # The target's forget answers stand out from held-out people's (AUC ~1). These session
+    # models were fine-tuned without held-out people in the tokenizer, so the held-out names
+    # tokenize badly and even the retain model finds their answers unlikely (loss AUC ~0.9);
+    # Min-K% looks at the least likely tokens only, and the retain model is near chance.
+    for attack in target["mia"]["attacks"]:
+        assert attack["auc"] >= max(0.95, attack["retain_auc"])
+    min_k = next(a for a in target["mia"]["attacks"] if a["attack"] == "min_k")
+    assert min_k["retain_auc"] < 0.8 and min_k["separates"]
+    assert min_k["verdict"].startswith("still separates") and "min_k" in target["mia"]["conclusion"]
+    assert retain["mia"]["separating"] == []
+    relearn = method["relearn"]
+    assert relearn["attack"] and relearn["steps"] == 20
+    assert relearn["trained_on"] + relearn["held_out"] == len(trained_world.source.load("forget10"))
+    assert (out / "attacks" / "grad_diff" / "relearn.json").is_file()
+    assert relearn["original"]["prob"] > relearn["before"]["prob"]  # unlearning did something
+
+
+def test_evaluate_tofu_memorisation_matches_a_direct_computation(tofu_demo, trained_world,
+                                                                tmp_path):
+    out, _ = tofu_demo
+    eval_dir = out / "eval" / "target"
+    log = json.loads((eval_dir / "eval_log_aggregated.json").read_text())[FORGET_SET]
+    target = load_language_model(trained_world.target)
+    forget = trained_world.source.load("forget10")
+    direct = qa_memorisation(target, forget, batch_size=7)  # another batching
+    logged = np.array([log[EXTRACTION_STRENGTH][str(i)] for i in range(len(forget))])
+    np.testing.assert_allclose(logged, direct.extraction_strength)
+    summary = json.loads((eval_dir / "summary.json").read_text())["figures"]
+    assert summary["forget_exact_memorisation"] == pytest.approx(
+        float(np.mean(direct.exact_memorisation)))
+
+    # a forget set finished without memorisation (older version) gets just that added
+    eval_dir = shutil.copytree(eval_dir, tmp_path / "eval")
+    partial = eval_dir / "partial" / FORGET_SET
+    stored = json.loads(partial.read_text())
+    for field in (EXACT_MEMORISATION, EXTRACTION_STRENGTH):
+        del stored["set_log"][field]
+    partial.write_text(json.dumps(stored))
+    _, resumed = evaluate_tofu(target, trained_world.source, "forget10", max_new_tokens=24,
+                               out_dir=eval_dir, resume=True, model_name="target",
+                               show_progress=False)
+    assert len(resumed.resumed_sets) == 4
+    assert resumed.figures.forget_extraction_strength == summary["forget_extraction_strength"]
+    assert EXTRACTION_STRENGTH in json.loads(partial.read_text())["set_log"]
+
+
+def test_tofu_report_has_mia_and_relearning_tables(tofu_demo):
+    out, _ = tofu_demo
+    markdown = (out / "report" / "report.md").read_text()
+    page = (out / "report" / "report.html").read_text()
+    for text in ("### Membership inference", "### Relearning attack", "Forget ES"):
+        assert text in markdown
+    assert "Still separating forget from holdout" in page and "before → after" in page
+    assert "still separates forget from holdout (AUC" in markdown  # verdict wording
+
+
+def test_a_second_run_resumes_every_stage(tofu_demo, trained_world):
+    out, results = tofu_demo
+    lines: list[str] = []
+    again = run_demo(_config(trained_world, out), log=lines.append)
+    assert lines == []  # nothing fine-tuned, unlearned, evaluated or attacked again
+    assert {k: v for k, v in again.items() if k != "wall_seconds"} == {
+        k: v for k, v in results.items() if k != "wall_seconds"}
+
+
+def test_cli_prints_the_comparison(tofu_demo, trained_world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    copy = tmp_path / "copy"
+    shutil.copytree(tofu_demo[0], copy)
+    main(["demo", "--out", str(copy), "--methods", "grad_diff", "--target",
+          str(trained_world.target), "--retain", str(trained_world.retain)])
+    printed = capsys.readouterr().out
+    assert "ES ↓" in printed and "MIA ↓" in printed and "extraction strength" in printed
+    assert "grad_diff" in printed and "report.html" in printed
+
+
+def test_muse_mode_unlearns_passages(trained_world, tmp_path):
+    out = tmp_path / "muse"
+    results = run_demo(_config(trained_world, out, benchmark="muse", holdout=10,
+                               methods=["grad_diff", "idk"]), log=lambda line: None)
+    assert results["benchmark"] == "muse" and "idk" in results["skipped"]
+    target, method = results["target"]["muse"], results["methods"]["grad_diff"]["muse"]
+    assert list(target)[:5] == list(MUSE_COLUMNS)
+    assert target["utility_preserved"] == 1.0 and results["retain"]["muse"]["privleak"] == 0.0
+    # gradient ascent on the forget passages made them less reproducible
+    assert method["verbatim_exact_memorisation"] < target["verbatim_exact_memorisation"]
+    assert "relearn" not in results["methods"]["grad_diff"]
+    assert "biographies" in results["methods"]["grad_diff"]["mia"]["texts"]
+    run_config = json.loads((out / "methods" / "grad_diff" / "run_config.json").read_text())
+    assert run_config["config"]["forget_documents"] == "synthetic:forget10"
+    assert run_config["config"]["forget_passages"] == 2
+    markdown = (out / "report" / "report.md").read_text()
+    assert ("| Model | VerbMem on D\\_f | KnowMem on D\\_f | PrivLeak | KnowMem on D\\_r | "
+            "Utility preserved |") in markdown
+    assert "Not run: idk" in markdown and "### Membership inference" in markdown
+
+
+def test_config_errors(trained_world, tmp_path):
+    with pytest.raises(ConfigError, match="both --target and --retain"):
+        run_demo(DemoConfig(out=str(tmp_path), target=str(trained_world.target)))
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        run_demo(DemoConfig(out=str(tmp_path), benchmark="wmdp"))
+    with pytest.raises(ConfigError, match="can unlearn passages"):
+        run_demo(_config(trained_world, tmp_path, benchmark="muse", methods=["dpo"]))
