@@ -62,14 +62,7 @@ def tradeoff_png(runs: Sequence[RunResults], title: str = "Forgetting vs. utilit
             if not _plottable(model):
                 continue
             quality = max(model.forget_quality, floor)
-            label = model.name if not several_runs else f"{model.name} ({run.name})"
-            if model.role in _ROLE_STYLE:
-                style = dict(_ROLE_STYLE[model.role])
-                label = f"{model.role} model" + (f" ({run.name})" if several_runs else "")
-            else:
-                colour = _PALETTE[method_names.index(model.name) % len(_PALETTE)]
-                marker = _METHOD_MARKERS[run_number % len(_METHOD_MARKERS)]
-                style = {"marker": marker, "color": colour, "s": 70}
+            label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(model.model_utility, quality, label=label, zorder=3,
                          edgecolors="black", linewidths=0.6, **style)
             text = model.name if model.forget_quality > floor else f"{model.name} (FQ=0)"
@@ -97,6 +90,18 @@ def tradeoff_png(runs: Sequence[RunResults], title: str = "Forgetting vs. utilit
     return buffer.getvalue()
 
 
+def _marker(model: ModelResult, run: RunResults, run_number: int, several_runs: bool,
+            method_names: list[str]) -> tuple[str, dict]:
+    """Legend label and scatter style: reference models by role, methods by colour."""
+    if model.role in _ROLE_STYLE:
+        return (f"{model.role} model" + (f" ({run.name})" if several_runs else ""),
+                dict(_ROLE_STYLE[model.role]))
+    colour = _PALETTE[method_names.index(model.name) % len(_PALETTE)]
+    label = model.name if not several_runs else f"{model.name} ({run.name})"
+    return label, {"marker": _METHOD_MARKERS[run_number % len(_METHOD_MARKERS)],
+                   "color": colour, "s": 70}
+
+
 def _muse_scatter(axes, runs: Sequence[RunResults]) -> None:
     several_runs = len(runs) > 1
     method_names = sorted({m.name for run in runs for m in run.models if m.role == "method"})
@@ -108,14 +113,7 @@ def _muse_scatter(axes, runs: Sequence[RunResults]) -> None:
             if x is None or y is None:
                 continue
             plotted = True
-            label = model.name if not several_runs else f"{model.name} ({run.name})"
-            if model.role in _ROLE_STYLE:
-                style = dict(_ROLE_STYLE[model.role])
-                label = f"{model.role} model" + (f" ({run.name})" if several_runs else "")
-            else:
-                colour = _PALETTE[method_names.index(model.name) % len(_PALETTE)]
-                style = {"marker": _METHOD_MARKERS[run_number % len(_METHOD_MARKERS)],
-                         "color": colour, "s": 70}
+            label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6,
                          **style)
             offset = (6, 5) if model.role == "method" else (8, -13)
