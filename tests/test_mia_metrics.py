@@ -23,6 +23,9 @@ from uldkit.eval.memorisation import (
     repetition_rate,
 )
 from uldkit.eval.mia import (
+    MARGIN,
+    AttackResult,
+    MiaReport,
     attack_scores,
     lowest_fraction_mean,
     min_k_plus_plus_score,
@@ -165,6 +168,21 @@ def test_verdict_rule():
     assert verdict(0.58, 0.5).startswith("does not separate")
     assert verdict(0.3, 0.5).startswith("separates them in reverse")
     assert verdict(0.65).startswith("still separates")  # against chance without a retain AUC
+
+
+def test_conclusion_names_separating_and_reversed_attacks():
+    def result(attack: str, auc: float, retain_auc: float) -> AttackResult:
+        separates = auc - retain_auc > MARGIN
+        return AttackResult(attack, auc, retain_auc, separates, verdict(auc, retain_auc))
+
+    collapsed = MiaReport([result("loss", 0.19, 0.41), result("min_k", 0.49, 0.55)],
+                          k=0.2, margin=MARGIN, n_forget=10, n_holdout=10)
+    assert collapsed.separating() == [] and collapsed.reversed() == ["loss"]
+    assert collapsed.conclusion().startswith("No attack separates")
+    assert "In reverse" in collapsed.conclusion() and "loss" in collapsed.conclusion()
+    leaking = MiaReport([result("loss", 1.0, 0.41), result("zlib", 0.45, 0.44)],
+                        k=0.2, margin=MARGIN, n_forget=10, n_holdout=10)
+    assert leaking.conclusion() == "Still separating forget from holdout: loss."
 
 
 def test_privleak():

@@ -151,7 +151,7 @@ def verdict(auc: float, retain_auc: float | None = None, margin: float = MARGIN)
     if gap > margin:
         return f"still separates forget from holdout (AUC {auc:.3f} vs {against})"
     if gap < -margin:
-        return (f"separates them in reverse: forget passages look less familiar than unseen "
+        return (f"separates them in reverse: forget samples look less familiar than unseen "
                 f"ones (AUC {auc:.3f} vs {against}; over-unlearning)")
     return f"does not separate forget from holdout more than {against} (AUC {auc:.3f})"
 
@@ -189,12 +189,22 @@ class MiaReport:
     def separating(self) -> list[str]:
         return [r.attack for r in self.attacks if r.separates]
 
+    def reversed(self) -> list[str]:
+        """Attacks whose AUC falls more than the margin below the baseline (over-unlearning)."""
+        return [r.attack for r in self.attacks
+                if r.auc - (0.5 if r.retain_auc is None else r.retain_auc) < -self.margin]
+
     def conclusion(self) -> str:
-        names = self.separating()
-        if not names:
-            return ("No attack separates forget from holdout passages more than "
-                    + ("the retain model does." if self.has_retain else "chance."))
-        return f"Still separating forget from holdout: {', '.join(names)}."
+        names, backwards = self.separating(), self.reversed()
+        if names:
+            text = f"Still separating forget from holdout: {', '.join(names)}."
+        else:
+            text = ("No attack separates forget from holdout samples more than "
+                    + ("the retain model does." if self.has_retain else "chance does."))
+        if backwards:
+            text += (f" In reverse (forget samples less familiar than unseen ones, a sign of "
+                     f"over-unlearning): {', '.join(backwards)}.")
+        return text
 
     @property
     def has_retain(self) -> bool:
