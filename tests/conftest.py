@@ -51,6 +51,16 @@ def _finetune(out: Path, splits: list[str]) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: its many small steps lose a lot to a second thread on a
+    busy machine. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
     """Target and retain models that have memorised their training answers."""

@@ -35,12 +35,7 @@ SUMMARY_KEYS = {"model", "kind", "attack", "fraction", "steps", "lr", "lora_rank
 ANSWER_CAP = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,7 @@ TRAINING = {"epochs": 20, "lr": 1e-2, "show_progress": False}
 TRAIN_ARGS = ["--epochs", "20", "--lr", "1e-2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Training here is many small steps: one thread is much faster on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _left_padded(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
