@@ -75,20 +75,6 @@ def memorisation(
     )
 
 
-def exact_memorisation(
-    lm: LanguageModel, prefixes: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]], batch_size: int = 8,
-) -> np.ndarray:
-    return memorisation(lm, prefixes, continuations, batch_size).exact_memorisation
-
-
-def extraction_strength(
-    lm: LanguageModel, prefixes: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]], batch_size: int = 8,
-) -> np.ndarray:
-    return memorisation(lm, prefixes, continuations, batch_size).extraction_strength
-
-
 def qa_token_pairs(
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[QAPair | tuple[str, str]],
