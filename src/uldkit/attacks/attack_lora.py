@@ -32,6 +32,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.assistant import seeded_initialisation
 from uldkit.models.combination import LogitCombination
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.logit_difference import LogitDifferenceModel
@@ -84,7 +85,7 @@ def _attack_uld(lm: LogitDifferenceModel, config: dict, seed: int) -> Attackable
     assistant_adapters = list(assistant.peft_model.active_adapters)
     if len(assistant_adapters) != 1:
         raise ModelError(f"the ULD assistant should have one adapter, not {assistant_adapters}")
-    with _seeded(seed, assistant.target):
+    with seeded_initialisation(seed, assistant.target):
         assistant.peft_model.add_adapter(
             ATTACK_ADAPTER, LoraConfig(target_modules=_decoder_linear_names(assistant.target),
                                        **config))
@@ -170,20 +171,11 @@ def _only_adapter(layers: Sequence[BaseTunerLayer], adapter: str) -> Iterator[No
             layer._active_adapter = value
 
 
-@contextmanager
-def _seeded(seed: int, model: nn.Module) -> Iterator[None]:
-    """Seeded adapter initialisation that leaves the global RNG as it was."""
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 def _peft_on(model: nn.Module, config: LoraConfig, seed: int) -> nn.Module:
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise ModelError("the model already carries adapters")
     model.requires_grad_(False)
-    with _seeded(seed, model):
+    with seeded_initialisation(seed, model):
         peft_model = get_peft_model(model, config)
     peft_model.eval()
     return peft_model

@@ -60,6 +60,16 @@ class AssistantLora:
         return asdict(self)
 
 
+@contextmanager
+def seeded_initialisation(seed: int, model: nn.Module) -> Iterator[None]:
+    """Seeds the random initialisation of adapters added to `model` inside the block,
+    leaving the global RNG (CPU, and `model`'s GPU) as it was."""
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def default_assistant_layers(depth: int) -> int:
     """A quarter of the target's layers, at least one (8 of 32 for Llama-2-7B)."""
     return max(1, depth // 4)
@@ -121,10 +131,7 @@ class ZeroCopyAssistant(nn.Module):
             param.requires_grad_(False)
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             bias="none", target_modules=_linear_names(target, num_layers))
-        device = next(target.parameters()).device
-        # The adapters' random initialisation is seeded, without touching the global RNG.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with seeded_initialisation(seed, target):
             self.peft_model: PeftModel = get_peft_model(target, config)
         self._adapted = [m for m in target.modules() if isinstance(m, BaseTunerLayer)]
         self._lora_parameters = [p for n, p in self.named_parameters() if "lora_" in n]
