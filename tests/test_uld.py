@@ -25,6 +25,7 @@ from uldkit.methods.runner import resolve_train_config
 from uldkit.methods.uld import ULD, uniform_kl
 from uldkit.models.any import MANIFEST_NAME, load_language_model
 from uldkit.models.assistant import ZeroCopyAssistant
+from uldkit.models.combination import LogitCombination
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model
@@ -129,6 +130,34 @@ def test_cached_decoding_equals_full_forward(trained_world):
             _assert_scores_equal(decoding.scores, full[:, ids.shape[1] - 1 + step])
             if step < continuation.shape[1]:
                 decoding.advance(continuation[:, step])
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_paired_pass_equals_the_two_passes(trained_world, attention):
+    assistant, tokenizer = _random_assistant(trained_world.target)
+    assistant.target.set_attn_implementation(attention)
+    assert assistant.supports_paired_forward
+    paired = LogitDifferenceModel(assistant, tokenizer, alpha=0.8, tau=0.0)
+    separate = LogitCombination(paired.members, paired.combine, tokenizer, paired.device)
+    ids, mask = _left_padded(tokenizer, _prompts(trained_world, tokenizer))
+    real = mask.bool()
+    continuation = torch.randint(3, len(tokenizer), (ids.shape[0], 4),
+                                 generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        target_logits, assistant_logits = assistant.paired_forward(ids, mask)
+        # Target rows get no adapter contribution: the target alone, and the assistant alone.
+        with assistant.adapters_disabled():
+            alone = assistant.target(input_ids=ids, attention_mask=mask,
+                                     position_ids=position_ids_from_mask(mask)).logits
+        assert (target_logits - alone)[real].abs().max() < 1e-5
+        assert (assistant_logits - assistant(ids, mask).logits)[real].abs().max() < 1e-5
+        _assert_scores_equal(paired.logits(ids, mask)[real], separate.logits(ids, mask)[real])
+        one_cache, two_caches = paired.start_decoding(ids, mask), separate.start_decoding(ids, mask)
+        for step in range(continuation.shape[1]):
+            _assert_scores_equal(one_cache.scores, two_caches.scores)
+            one_cache.advance(continuation[:, step])
+            two_caches.advance(continuation[:, step])
+    assert assistant._row_gate.value is None  # the gate is only set inside the paired pass
 
 
 def test_assistant_shares_the_target_weights_and_trains_only_lora(trained_world):

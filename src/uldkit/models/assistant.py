@@ -10,6 +10,13 @@ first K decoder layers. Two passes then share every frozen tensor:
 The only tensors the assistant owns are the adapters. Switching adapters off and on is a
 flag on each adapted layer, so one object must not serve two forward passes at once from
 different threads.
+
+At inference the two passes can also run as one (`paired_forward`): layers [0, K) run once on
+a doubled batch, target rows first, and each adapter's input is multiplied by a row gate (0
+on target rows, 1 on assistant rows), so target rows get exactly the base layer's output.
+The target rows then go on alone through layers [K, N). Each frozen weight of the first K
+layers is read once per step instead of twice, and the per-layer overhead of a small batch
+is paid once: decoding at batch 1 costs barely more than the target alone.
 """
 
 from __future__ import annotations
@@ -58,6 +65,27 @@ class AssistantLora:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class RowGate:
+    """What the gated adapter inputs of one assistant are multiplied by (None: nothing)."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+
+class GatedDropout(nn.Module):
+    """An adapter's dropout followed by the assistant's row gate, when one is set."""
+
+    def __init__(self, dropout: nn.Module, gate: RowGate) -> None:
+        super().__init__()
+        self.dropout = dropout
+        object.__setattr__(self, "gate", gate)  # shared by every adapter, not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(x)
+        gate = self.gate.value
+        return x if gate is None else x * gate.to(x.dtype)
 
 
 @contextmanager
@@ -119,7 +147,8 @@ class ZeroCopyAssistant(nn.Module):
                 f"the assistant needs between 1 and {depth} layers (the target's depth), "
                 f"not {num_layers}"
             )
-        layer_types = get_layer_types_and_kwargs(target.config)[0][:num_layers]
+        all_layer_types = get_layer_types_and_kwargs(target.config)[0][:depth]
+        layer_types = all_layer_types[:num_layers]
         unknown = sorted(set(layer_types) - set(MASK_BUILDERS))
         if unknown:
             raise ModelError(f"unsupported attention layer type(s): {', '.join(unknown)}")
@@ -127,6 +156,7 @@ class ZeroCopyAssistant(nn.Module):
         self.depth = depth
         self.lora = lora
         self.layer_types = layer_types
+        self._all_layer_types = all_layer_types
         for param in target.parameters():
             param.requires_grad_(False)
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -134,6 +164,11 @@ class ZeroCopyAssistant(nn.Module):
         with seeded_initialisation(seed, target):
             self.peft_model: PeftModel = get_peft_model(target, config)
         self._adapted = [m for m in target.modules() if isinstance(m, BaseTunerLayer)]
+        self._row_gate = RowGate()
+        (adapter,) = self.peft_model.active_adapters
+        for module in self._adapted:
+            module.lora_dropout[adapter] = GatedDropout(module.lora_dropout[adapter],
+                                                        self._row_gate)
         self._lora_parameters = [p for n, p in self.named_parameters() if "lora_" in n]
         self._flag_switch = all(isinstance(getattr(m, "_disable_adapters", None), bool)
                                 for m in self._adapted)
@@ -180,34 +215,103 @@ class ZeroCopyAssistant(nn.Module):
     ) -> CausalLMOutputWithPast:
         decoder = self.target.model
         hidden = decoder.embed_tokens(input_ids)
-        if position_ids is None:
-            if attention_mask is not None:
-                position_ids = position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
-            else:
-                seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-                position_ids = torch.arange(seen, seen + input_ids.shape[1],
-                                            device=input_ids.device).unsqueeze(0)
-        mask_arguments = dict(config=decoder.config, inputs_embeds=hidden,
-                              attention_mask=attention_mask, past_key_values=past_key_values,
-                              position_ids=position_ids)
-        masks = {kind: MASK_BUILDERS[kind](**mask_arguments) for kind in set(self.layer_types)}
-        position_embeddings = decoder.rotary_emb(hidden, position_ids=position_ids)
-        for index, layer in enumerate(decoder.layers[: self.num_layers]):
-            hidden = layer(
-                hidden,
-                attention_mask=masks[self.layer_types[index]],
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                use_cache=use_cache,
-            )
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
+        position_ids = self._positions(input_ids, attention_mask, position_ids, past_key_values)
+        masks, position_embeddings = self._layer_inputs(
+            set(self.layer_types), hidden, attention_mask, position_ids, past_key_values)
+        hidden = self._run_layers(range(self.num_layers), hidden, masks, position_embeddings,
+                                  position_ids, past_key_values, use_cache)
         hidden = decoder.norm(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return CausalLMOutputWithPast(logits=self.target.lm_head(hidden),
                                       past_key_values=past_key_values if use_cache else None)
+
+    @property
+    def supports_paired_forward(self) -> bool:
+        """Whether the attention masks are plain tensors that a doubled batch can repeat."""
+        return (getattr(self.target.config, "_attn_implementation", None) in ("eager", "sdpa")
+                and set(self._all_layer_types) <= set(MASK_BUILDERS))
+
+    def paired_forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target's and the assistant's logits from one run (see the module docstring).
+
+        One cache serves both: its first K layers hold the target rows and then the assistant
+        rows, its other layers the target rows only.
+        """
+        if not self.supports_paired_forward:
+            raise ModelError("the paired pass needs eager or sdpa attention")
+        decoder = self.target.model
+        rows = input_ids.shape[0]
+        hidden = decoder.embed_tokens(input_ids)
+        position_ids = self._positions(input_ids, attention_mask, position_ids,
+                                       past_key_values).expand(rows, -1)
+        masks, position_embeddings = self._layer_inputs(
+            set(self._all_layer_types), hidden, attention_mask, position_ids, past_key_values)
+        paired_masks = {kind: _doubled(mask) for kind, mask in masks.items()}
+        paired_embeddings = tuple(_doubled(part) for part in position_embeddings)
+        gate = torch.cat([torch.zeros(rows), torch.ones(rows)]).view(-1, 1, 1)
+        self._row_gate.value = gate.to(hidden.device)
+        try:
+            both = self._run_layers(range(self.num_layers), _doubled(hidden), paired_masks,
+                                    paired_embeddings, _doubled(position_ids),
+                                    past_key_values, use_cache)
+        finally:
+            self._row_gate.value = None
+        target_hidden = self._run_layers(  # layers [K, N) carry no adapters
+            range(self.num_layers, self.depth), both[:rows], masks, position_embeddings,
+            position_ids, past_key_values, use_cache)
+        final = decoder.norm(torch.cat([target_hidden, both[rows:]]))
+        if logits_to_keep:
+            final = final[:, -logits_to_keep:]
+        logits = self.target.lm_head(final)
+        return logits[:rows], logits[rows:]
+
+    def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   position_ids: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        if position_ids is not None:
+            return position_ids
+        if attention_mask is not None:
+            return position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
+        seen = cache.get_seq_length() if cache is not None else 0
+        return torch.arange(seen, seen + input_ids.shape[1],
+                            device=input_ids.device).unsqueeze(0)
+
+    def _layer_inputs(self, kinds: set[str], hidden: torch.Tensor,
+                      attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
+                      cache: Cache | None,
+                      ) -> tuple[dict[str, object], tuple[torch.Tensor, torch.Tensor]]:
+        decoder = self.target.model
+        mask_arguments = dict(config=decoder.config, inputs_embeds=hidden,
+                              attention_mask=attention_mask, past_key_values=cache,
+                              position_ids=position_ids)
+        masks = {kind: MASK_BUILDERS[kind](**mask_arguments) for kind in kinds}
+        return masks, decoder.rotary_emb(hidden, position_ids=position_ids)
+
+    def _run_layers(self, indices: range, hidden: torch.Tensor, masks: dict[str, object],
+                    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                    position_ids: torch.Tensor, cache: Cache | None, use_cache: bool,
+                    ) -> torch.Tensor:
+        layers = self.target.model.layers
+        for index in indices:
+            hidden = layers[index](
+                hidden,
+                attention_mask=masks[self._all_layer_types[index]],
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=use_cache,
+            )
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        return hidden
 
     # ---- the adapters -----------------------------------------------------------------------
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
@@ -246,6 +350,15 @@ class TargetPass(nn.Module):
     def forward(self, **kwargs: object) -> CausalLMOutputWithPast:
         with self.assistant.adapters_disabled():
             return self.assistant.target(**kwargs)
+
+
+def _doubled(tensor: object) -> object:
+    """The batch twice over (target rows, then assistant rows); None stays None."""
+    if tensor is None:
+        return None
+    if not isinstance(tensor, torch.Tensor):
+        raise ModelError(f"the paired pass cannot double a {type(tensor).__name__} mask")
+    return torch.cat([tensor, tensor])
 
 
 def _linear_names(model: PreTrainedModel, num_layers: int) -> list[str]:

@@ -4,8 +4,10 @@
     score(v) = excluded (-1000 after normalising)         elsewhere
 
 alpha and tau are inference-time settings: `with_settings` gives another view of the same
-weights, nothing is retrained. The target and the assistant each keep their own KV cache
-while decoding.
+weights, nothing is retrained. Scoring and decoding run the target and the assistant as one
+paired pass (`ZeroCopyAssistant.paired_forward`) with one KV cache holding both; attention
+implementations the paired pass cannot serve fall back to two passes, each with its own KV
+cache.
 
 Defaults: alpha = 0.8, the weight the ULD paper's code uses at evaluation. tau = 1e-4. The
 paper's code filters loosely: it always keeps at least a tenth of the vocabulary, and when
@@ -27,12 +29,15 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
+from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.errors import ConfigError
 from uldkit.models.assistant import ZeroCopyAssistant
-from uldkit.models.combination import LogitCombination
-from uldkit.models.lm import CausalLM
+from uldkit.models.combination import CombinedDecoding, LogitCombination
+from uldkit.models.lm import CausalLM, Decoding
 
 DEFAULT_ALPHA = 0.8
 DEFAULT_TAU = 1e-4
@@ -74,6 +79,36 @@ def _combine(alpha: float, tau: float, members: Sequence[torch.Tensor]) -> torch
     return logit_difference_scores(target_logits, assistant_logits, alpha, tau)
 
 
+class PairedScores(nn.Module):
+    """The combined scores from one paired pass, behind an HF-style forward."""
+
+    def __init__(self, assistant: ZeroCopyAssistant, alpha: float, tau: float) -> None:
+        super().__init__()
+        object.__setattr__(self, "assistant", assistant)  # not registered a second time
+        self.alpha = alpha
+        self.tau = tau
+
+    def parameters(self, recurse: bool = True):  # noqa: ANN201 - nn.Module's own signature
+        return self.assistant.parameters(recurse)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutputWithPast:
+        target_logits, assistant_logits = self.assistant.paired_forward(
+            input_ids, attention_mask, position_ids, past_key_values, use_cache,
+            logits_to_keep)
+        return CausalLMOutputWithPast(
+            logits=logit_difference_scores(target_logits, assistant_logits, self.alpha,
+                                           self.tau),
+            past_key_values=past_key_values if use_cache else None)
+
+
 class LogitDifferenceModel(LogitCombination):
     """ULD's unlearned model behind the `LanguageModel` interface."""
 
@@ -99,6 +134,20 @@ class LogitDifferenceModel(LogitCombination):
             device=device,
             name=name,
         )
+        self._paired = (CausalLM(PairedScores(assistant, self.alpha, self.tau), tokenizer, name)
+                        if assistant.supports_paired_forward else None)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self._paired is None:
+            return super().logits(input_ids, attention_mask)
+        return self._paired.logits(input_ids, attention_mask)
+
+    def start_decoding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> Decoding | CombinedDecoding:
+        if self._paired is None:
+            return super().start_decoding(input_ids, attention_mask)
+        return self._paired.start_decoding(input_ids, attention_mask)
 
     @property
     def target(self) -> CausalLM:
