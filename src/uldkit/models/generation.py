@@ -9,6 +9,7 @@ import torch
 
 from uldkit.data.formatting import encode_prompt
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.context import context_length, fit_to_context
 from uldkit.models.lm import LanguageModel
 
 
@@ -56,7 +57,11 @@ def generate_ids(
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings = GenerationSettings(),
 ) -> list[list[int]]:
-    """New token ids for each prompt (EOS excluded), decoded together with a KV cache."""
+    """New token ids for each prompt (EOS excluded), decoded together with a KV cache.
+
+    A prompt that would not leave `max_new_tokens` positions in the model's context keeps
+    its last tokens, with a warning."""
+    prompts = fit_to_context(prompts, settings.max_new_tokens, context_length(lm))
     tokenizer = lm.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_id = tokenizer.eos_token_id

@@ -9,10 +9,10 @@ from typing import Any
 
 from uldkit.data.formatting import encode_prompt
 from uldkit.errors import UldkitError
+from uldkit.models.context import context_length
 from uldkit.models.lm import LanguageModel
 from uldkit.serve.errors import ApiError
 
-DEFAULT_CONTEXT = 2048
 _MAX_VIEWS = 32
 
 
@@ -85,32 +85,3 @@ class ServedModel:
         if not questions:
             raise ApiError(400, "'messages' must hold a user message", param="messages")
         return encode_prompt(tokenizer, questions[-1])
-
-
-def context_length(lm: LanguageModel) -> int:
-    """Positions the model can attend over: its config's max_position_embeddings, looked for
-    on the model and on the models it wraps (e.g. a ULD model's target)."""
-    found = _find_context(lm, depth=0)
-    if found:
-        return found
-    limit = getattr(lm.tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and limit < 1_000_000 else DEFAULT_CONTEXT
-
-
-def _find_context(obj: Any, depth: int) -> int | None:
-    if obj is None or depth > 4:
-        return None
-    for holder in (obj, getattr(obj, "config", None)):
-        for attr in ("context_length", "max_position_embeddings"):
-            value = getattr(holder, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    inner = [getattr(obj, attr, None) for attr in ("model", "target", "assistant", "base_model")]
-    members = getattr(obj, "members", None)
-    if isinstance(members, list | tuple):
-        inner.extend(members)
-    for part in inner:
-        found = _find_context(part, depth + 1)
-        if found:
-            return found
-    return None
