@@ -20,7 +20,7 @@ from uldkit import cli
 from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
-from uldkit.errors import ModelError
+from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.scoring import answer_losses
 from uldkit.eval.tofu_eval import evaluate_tofu
 from uldkit.finetune import FinetuneConfig, finetune
@@ -255,4 +255,31 @@ def test_continuing_an_assistant_on_another_target_is_refused(trained_world, tmp
     _fails_in_one_line(["unlearn", "--method", "uld", "--model", str(trained_world.retain),
                         "--assistant", str(uld_dir), "--people", "20", "--out", str(out)],
                        capsys, "does not belong to the target", "weights differ")
+    assert not out.exists()
+
+
+def test_generation_cuts_a_prompt_longer_than_the_context(trained_world):
+    lm = load_language_model(trained_world.target)
+    context = lm.model.config.max_position_embeddings
+    question = encode_prompt(lm.tokenizer, "Where was the author born?")
+    too_long = question * (context // len(question) + 2)
+    settings = GenerationSettings(max_new_tokens=8)
+    with pytest.warns(UserWarning, match=f"1 of 2 prompts are too long for 8 new tokens in a "
+                                         f"context of {context}"):
+        long_out, short_out = generate_ids(lm, [too_long, question], settings)
+    assert long_out == generate_ids(lm, [too_long[-(context - 8):]], settings)[0]
+    assert short_out == generate_ids(lm, [question], settings)[0]
+    with pytest.raises(ConfigError, match="leaves no room for a prompt"):
+        generate_ids(lm, [question], GenerationSettings(max_new_tokens=context))
+
+
+def test_eval_with_a_retain_model_that_fails_to_load_leaves_no_output(trained_world, tmp_path,
+                                                                      capsys):
+    broken = tmp_path / "retain"
+    shutil.copytree(trained_world.retain, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    out = tmp_path / "out"
+    args = _commands(trained_world.target, _tofu_dir(tmp_path / "data"), out)["eval tofu"]
+    _fails_in_one_line([*args, "--retain-logs", str(broken)], capsys, str(broken),
+                       "a safetensors weights file is damaged or truncated")
     assert not out.exists()

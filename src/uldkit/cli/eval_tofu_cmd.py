@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from uldkit.cli import options
 from uldkit.cli.eval_cmds import _components_table, eval_app
 from uldkit.data.sources import DataSource
-from uldkit.errors import ConfigError
+from uldkit.errors import ConfigError, UldkitError
 from uldkit.eval.tofu_eval import (
     SUMMARY_FILE,
     TofuEvalSummary,
@@ -88,7 +89,12 @@ def tofu_command(
                resume=resume, show_progress=not quiet)
     if retain_is_model:
         console.print(f"evaluating the retain model {retain_logs}", highlight=False)
-        retain_lm = load_language_model(retain_logs, **load)
+        try:
+            retain_lm = load_language_model(retain_logs, **load)
+        except UldkitError:
+            if not resume:  # the directory holds nothing but this run's configuration
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         retain_log, retain_summary = evaluate_tofu(
             retain_lm, source, split, out_dir=out / RETAIN_DIR, model_name=str(retain_logs),
             **run)

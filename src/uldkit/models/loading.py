@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -89,6 +90,9 @@ def load_model(
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
         )
+    except SafetensorError as err:
+        raise ModelError(f"cannot load a model from '{path}': a safetensors weights file is "
+                         f"damaged or truncated ({_first_line(err)})") from None
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load a model from '{path}': {_first_line(err)}") from None
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
