@@ -4,14 +4,14 @@ Each of the four sets (forget split, `retain_perturbed`, `real_authors_perturbed
 `world_facts_perturbed`) is scored in two passes:
 
 - losses: every (question, answer) pair of the set - true answer, paraphrased answer, each
-  perturbed answer - goes into one `answer_loss_totals` call, so batches are as full as they
+  perturbed answer - goes into one `answer_scores` call, so batches are as full as they
   can be; the values do not depend on batch size or padding side;
 - greedy generation of the answer, stopped at EOS or the length cap, and its ROUGE-1 /
   ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU).
 
 The forget set also gets, per sample, the exact memorisation and extraction strength of the
-true answer (`uldkit.eval.memorisation`: one more teacher-forced forward per sample, batched);
-the summary adds their means and the fluency of the generated forget answers.
+true answer (`uldkit.eval.memorisation`), read from the argmax of the loss pass's own
+scores of that answer; the summary adds their means and the fluency of the generated forget answers.
 
 Length cap: TOFU generates with `max_length=200` tokens for prompt and answer together. With
 `max_new_tokens=None` each sample gets the same: 200 minus its prompt length (at least 1).
@@ -46,10 +46,14 @@ from uldkit.data.sources import DataSource
 from uldkit.data.tofu import retain_split_for
 from uldkit.data.types import QADataset, QAPair
 from uldkit.errors import ConfigError, DataError, ModelError
-from uldkit.eval.memorisation import qa_memorisation
+from uldkit.eval.memorisation import (
+    exact_memorisation_from_matches,
+    extraction_strength_from_matches,
+    qa_memorisation,
+)
 from uldkit.eval.progress import SampleProgress
 from uldkit.eval.sample_journal import SampleJournal, describe_identity_change
-from uldkit.eval.scoring import answer_loss_totals
+from uldkit.eval.scoring import answer_scores
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
     EXACT_MEMORISATION,
@@ -263,9 +267,8 @@ def score_tofu_set(
             lm, pairs, todo, scorer, answer_as_paraphrase=answer_as_paraphrase,
             batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
             padding_side=padding_side, advance=advance, where=where,
+            memorisation=memorisation,
         )
-        if memorisation:
-            fresh = _with_memorisation(lm, pairs, fresh, batch_size, max_length)
         records.update(fresh)
         if on_records is not None:
             on_records(fresh)
@@ -314,8 +317,10 @@ def _score_samples(
     padding_side: str,
     advance: Callable[[float], None],
     where: str,
+    memorisation: bool = False,
 ) -> dict[int, dict[str, Any]]:
-    """The TOFU records `{index: {field: value}}` of the samples `indices` of `pairs`."""
+    """The TOFU records `{index: {field: value}}` of the samples `indices` of `pairs`; with
+    `memorisation`, EM and ES of the true answers come from the same scoring pass."""
     # Flatten every (question, answer) to score into one list; equal pairs are scored once.
     slots: dict[tuple[str, str], int] = {}
 
@@ -332,10 +337,11 @@ def _score_samples(
                  for i in indices}
     questions, answers = zip(*slots)
     share = _SCORING_SHARE * len(indices) / len(slots)
-    sums, counts = answer_loss_totals(
+    scored = answer_scores(
         lm, questions, answers, batch_size, max_length, padding_side,
-        on_batch=lambda n: advance(n * share),
+        on_batch=lambda n: advance(n * share), greedy_matches=memorisation,
     )
+    sums, counts = scored.sums, scored.counts
     if not np.isfinite(sums).all():
         bad = next(i for i in indices if not np.isfinite(
             sums[[gt[i], paraphrased[i], *perturbed[i]]]).all())
@@ -378,6 +384,10 @@ def _score_samples(
             record["normalized_gt_loss"] = float(
                 means[gt[i]] + np.logaddexp.reduce(log_probs)
             )
+        if memorisation:
+            matches = scored.greedy_matches[gt[i]]
+            record[EXACT_MEMORISATION] = exact_memorisation_from_matches(matches)
+            record[EXTRACTION_STRENGTH] = extraction_strength_from_matches(matches)
         samples[i] = record
     return samples
 
