@@ -2,6 +2,7 @@
 
     python benchmarks/uld_speed.py                    # 8-layer "base" model, 3 repeats
     python benchmarks/uld_speed.py --size small --repeats 5
+    python benchmarks/uld_speed.py --size medium --repeats 1   # 512 wide: slower, realistic shares
 
 Measured in one run, medians of `--repeats`:
   (a) training time of ULD (LoRA on the first K of N layers) against GradDiff on all weights,
@@ -167,7 +168,7 @@ def wider_adapter_rows(tmp: Path, tokenizer) -> list[tuple[str, str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="base", choices=["small", "base"])
+    parser.add_argument("--size", default="base", choices=["small", "base", "medium"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)

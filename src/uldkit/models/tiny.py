@@ -16,6 +16,10 @@ TINY_SIZES: dict[str, dict[str, int]] = {
     "base": dict(
         hidden_size=256, num_hidden_layers=8, num_attention_heads=8, intermediate_size=688
     ),
+    # For benchmarks: LoRA's share of a layer (and fixed per-step costs) shrink with width.
+    "medium": dict(
+        hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1376
+    ),
 }
 
 
