@@ -162,3 +162,53 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
               "--forget-docs", str(tmp_path), "--out", str(tmp_path / "out")])
     assert info.value.code == 2
     assert "give all of" in capsys.readouterr().err
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_call(monkeypatch, module, name: str, at: int) -> list[int]:
+    """Make `module.name` raise on its `at`-th call (0 never); returns the list of calls."""
+    original, calls = getattr(module, name), []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise _Interrupted
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("command", ["mia", "muse"])
+def test_cli_resume_skips_finished_stages_and_equals_an_uninterrupted_run(
+        world, tmp_path, monkeypatch, command):
+    import uldkit.eval.mia as mia_module
+    import uldkit.eval.muse as muse_module
+
+    module, name, files = {
+        "mia": (mia_module, "mia_scores", ("mia_summary.json", "mia_samples.jsonl")),
+        "muse": (muse_module, "min_k_auc", ("muse_summary.json", "muse_samples.jsonl")),
+    }[command]
+    args = ["eval", command, "--model", str(world.target), "--retain-model", str(world.retain),
+            "--people", str(PEOPLE), "--batch-size", "32"]
+    if command == "muse":
+        args += ["--answer-tokens", "8", "--max-continuation", "16"]
+    main([*args, "--out", str(tmp_path / "whole")])
+
+    out = tmp_path / "interrupted"
+    calls = _interrupt_call(monkeypatch, module, name, at=2)  # the retain model's scores
+    with pytest.raises(_Interrupted):
+        main([*args, "--out", str(out)])
+    assert len(calls) == 2 and not (out / files[0]).exists()
+    with pytest.raises(SystemExit):  # a non-empty directory needs --resume
+        main([*args, "--out", str(out)])
+
+    calls = _interrupt_call(monkeypatch, module, name, at=0)
+    main([*args, "--out", str(out), "--resume"])
+    assert len(calls) == 1  # the model's own scores came from the journal
+    for file in files:
+        assert (out / file).read_text() == (tmp_path / "whole" / file).read_text()
+    assert not list(out.glob("*.partial.jsonl"))

@@ -9,6 +9,7 @@ default --holdout is read from the models' run_config.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -20,14 +21,20 @@ from rich.table import Table
 
 from uldkit.cli import options
 from uldkit.cli.eval_cmds import eval_app
-from uldkit.data.documents import DocumentSplits, load_documents, synthetic_document_splits
+from uldkit.data.documents import (
+    DocumentSplits,
+    document_texts,
+    load_documents,
+    synthetic_document_splits,
+)
 from uldkit.data.sources import SYNTHETIC
 from uldkit.data.synthetic import generate_world
 from uldkit.data.tofu import load_tofu
 from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, ModelError
-from uldkit.eval.mia import DEFAULT_K, MARGIN, MiaReport, mia_audit
-from uldkit.eval.muse import MuseSettings, evaluate_muse
+from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
+from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
+from uldkit.eval.sample_journal import JournalledStages, SampleJournal
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.models.any import load_language_model
 from uldkit.runinfo import prepare_out_dir, write_run_config
@@ -36,6 +43,10 @@ MUSE_SUMMARY = "muse_summary.json"
 MUSE_SAMPLES = "muse_samples.jsonl"
 MIA_SUMMARY = "mia_summary.json"
 MIA_SAMPLES = "mia_samples.jsonl"
+MUSE_JOURNAL = "muse_stages.partial.jsonl"
+MIA_JOURNAL = "mia_stages.partial.jsonl"
+RESUME = typer.Option(False, "--resume", help="Continue an interrupted run: stages it "
+                      "finished are read back, not recomputed.")
 
 FORGET = typer.Option("forget10", "--forget", help="Synthetic forget split: forget01/05/10.")
 HOLDOUT = typer.Option(
@@ -73,6 +84,7 @@ def muse_command(
                                       help="KnowMem: most answer tokens generated."),
     batch_size: int = BATCH_SIZE,
     overwrite: bool = options.OVERWRITE,
+    resume: bool = RESUME,
     device: str = options.DEVICE,
     dtype: str | None = DTYPE,
     allow_pickle: bool = options.ALLOW_PICKLE,
@@ -101,20 +113,27 @@ def muse_command(
     if target is not None:
         target_lm = lm if _same(target, model) else load_language_model(target, **load)
 
-    out = prepare_out_dir(out, overwrite=overwrite, resume=False)
-    write_run_config(out, "eval muse", {
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    config = {
         "model": str(model), "retain_model": str(retain_model),
         "target": None if target is None else str(target), "data": data, "people": people,
         "data_seed": data_seed, "holdout": holdout, "forget": forget,
         "forget_docs": _str(forget_docs), "holdout_docs": _str(holdout_docs),
         "forget_qa": _str(forget_qa), "retain_qa": _str(retain_qa),
         "settings": asdict(settings), "device": device, "dtype": dtype,
-    })
-    result = evaluate_muse(lm, splits, retain_lm, target_lm, settings)
+    }
+    write_run_config(out, "eval muse", config)
+    journal = _stage_journal(out / MUSE_JOURNAL, config, MUSE_STAGES, [
+        document_texts(splits.forget), document_texts(splits.holdout),
+        [p.to_dict() for p in splits.forget_qa], [p.to_dict() for p in splits.retain_qa]])
+    stages = JournalledStages(MUSE_STAGES, journal, resume)
+    result = evaluate_muse(lm, splits, retain_lm, target_lm, settings, stages)
     summary = {"model": str(model), "retain_model": str(retain_model),
                "target": None if target is None else str(target), **result.summary.to_dict()}
     atomic_write_json(out / MUSE_SUMMARY, summary)
     _write_jsonl(out / MUSE_SAMPLES, result.samples)
+    journal.remove()
+    _say_resumed(stages)
     Console().print(_muse_table(summary))
     Console().print(
         f"memorisation: forget answers EM {_fmt(summary['forget_exact_memorisation'])}, "
@@ -144,6 +163,7 @@ def mia_command(
     max_tokens: int = typer.Option(512, "--max-tokens", min=2, help="Passages are cut here."),
     batch_size: int = BATCH_SIZE,
     overwrite: bool = options.OVERWRITE,
+    resume: bool = RESUME,
     device: str = options.DEVICE,
     dtype: str | None = DTYPE,
     allow_pickle: bool = options.ALLOW_PICKLE,
@@ -164,20 +184,28 @@ def mia_command(
     retain_lm = None if retain_model is None else load_language_model(retain_model, **load)
     reference_lm = None if reference is None else load_language_model(reference, **load)
 
-    out = prepare_out_dir(out, overwrite=overwrite, resume=False)
-    write_run_config(out, "eval mia", {
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    config = {
         "model": str(model), "retain_model": _str(retain_model), "reference": _str(reference),
         "data": data, "people": people, "data_seed": data_seed, "holdout": holdout,
         "forget": forget, "forget_docs": _str(forget_docs), "holdout_docs": _str(holdout_docs),
         "k": k, "margin": MARGIN, "max_tokens": max_tokens, "device": device, "dtype": dtype,
-    })
-    report = mia_audit(lm, [d.text for d in forget_set], [d.text for d in holdout_set],
-                       reference=reference_lm, retain_lm=retain_lm, k=k, batch_size=batch_size,
-                       max_tokens=max_tokens)
+        "batch_size": batch_size,
+    }
+    write_run_config(out, "eval mia", config)
+    forget_texts, holdout_texts = [d.text for d in forget_set], [d.text for d in holdout_set]
+    journal = _stage_journal(out / MIA_JOURNAL, config, MIA_STAGES,
+                             [forget_texts, holdout_texts])
+    stages = JournalledStages(MIA_STAGES, journal, resume)
+    report = mia_audit(lm, forget_texts, holdout_texts, reference=reference_lm,
+                       retain_lm=retain_lm, k=k, batch_size=batch_size, max_tokens=max_tokens,
+                       stages=stages)
     summary = {"model": str(model), "retain_model": _str(retain_model),
                "reference": _str(reference), **report.summary_dict()}
     atomic_write_json(out / MIA_SUMMARY, summary)
     _write_jsonl(out / MIA_SAMPLES, report.samples)
+    journal.remove()
+    _say_resumed(stages)
     console = Console()
     console.print(_mia_table(report))
     for result in report.attacks:
@@ -187,6 +215,21 @@ def mia_command(
 
 
 # --- helpers ------------------------------------------------------------------------------------
+def _stage_journal(path: Path, config: dict[str, Any], stages: tuple[str, ...],
+                   data: list[Any]) -> SampleJournal:
+    """The journal of finished stages, tied to the settings (not the device) and the data."""
+    content = json.dumps(data, sort_keys=True, ensure_ascii=False)
+    identity = {key: value for key, value in config.items() if key != "device"}
+    identity["data_sha256"] = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    return SampleJournal(path, identity, len(stages))
+
+
+def _say_resumed(stages: JournalledStages) -> None:
+    if stages.resumed:
+        Console().print(f"resumed: {', '.join(stages.resumed)} read from the journal",
+                        highlight=False)
+
+
 def _synthetic_splits(
     data: str, people: int, seed: int, holdout: int | None, forget: str,
     model_dirs: list[Path | None],

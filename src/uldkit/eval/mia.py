@@ -38,9 +38,11 @@ from scipy.stats import rankdata
 
 from uldkit.errors import DataError
 from uldkit.eval.memorisation import qa_token_pairs
+from uldkit.eval.sample_journal import JournalledStages
 from uldkit.eval.token_scores import TokenScores, score_continuations, score_passages
 from uldkit.models.lm import LanguageModel
 
+MIA_STAGES = ("model", "retain_model")
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 DEFAULT_K = 0.2
 MARGIN = 0.1
@@ -232,10 +234,12 @@ def mia_audit(
     margin: float = MARGIN,
     forget_questions: Sequence[str] | None = None,
     holdout_questions: Sequence[str] | None = None,
+    stages: JournalledStages | None = None,
 ) -> MiaReport:
     """AUC of every attack, forget (members) vs holdout (non-members), for `lm` and, beside
     it, for the retain model; a verdict per attack (see the module's rule). With questions
-    for both sets, the texts are their answers (see the module's QA data)."""
+    for both sets, the texts are their answers (see the module's QA data). With a journal
+    behind `stages` (names: MIA_STAGES), a model already scored is not scored again."""
     if not forget_texts or not holdout_texts:
         raise DataError("the MIA audit needs forget and holdout passages")
     if (forget_questions is None) != (holdout_questions is None):
@@ -243,11 +247,16 @@ def mia_audit(
     texts = list(forget_texts) + list(holdout_texts)
     questions = None if forget_questions is None else [*forget_questions, *holdout_questions]
     n = len(forget_texts)
-    model_scores = mia_scores(lm, texts, k, reference, batch_size, max_tokens, questions)
+    stages = stages or JournalledStages(MIA_STAGES)
+
+    def scored(model: LanguageModel) -> dict[str, list[float]]:
+        found = mia_scores(model, texts, k, reference, batch_size, max_tokens, questions)
+        return {name: values.tolist() for name, values in found.items()}
+
+    model_scores = stages.run("model", lambda: scored(lm))
     retain_scores = None
     if retain_lm is not None:
-        retain_scores = mia_scores(retain_lm, texts, k, reference, batch_size, max_tokens,
-                                   questions)
+        retain_scores = stages.run("retain_model", lambda: scored(retain_lm))
     attacks = []
     for name, scores in model_scores.items():
         auc = roc_auc(scores[:n], scores[n:])

@@ -26,12 +26,15 @@ import numpy as np
 from uldkit.data.documents import DocumentSplits, document_texts, leading_special_ids
 from uldkit.data.types import QAPair
 from uldkit.errors import DataError
-from uldkit.eval.memorisation import fluency, memorisation, qa_memorisation
+from uldkit.eval.memorisation import Memorisation, fluency, memorisation, qa_memorisation
 from uldkit.eval.mia import finite_or_none, mia_scores, roc_auc
 from uldkit.eval.rouge import rouge_l
+from uldkit.eval.sample_journal import JournalledStages
 from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
 from uldkit.models.lm import LanguageModel
 
+MUSE_STAGES = ("verbmem", "knowmem_forget", "knowmem_retain", "min_k", "forget_qa_memorisation",
+               "verbatim_memorisation", "retain_min_k", "target_knowmem_retain")
 MUSE_COLUMNS = ("verbmem_forget", "knowmem_forget", "privleak", "knowmem_retain",
                 "utility_preserved")
 
@@ -165,31 +168,39 @@ def evaluate_muse(
     retain_lm: LanguageModel,
     target_lm: LanguageModel | None = None,
     settings: MuseSettings = MuseSettings(),
+    stages: JournalledStages | None = None,
 ) -> MuseResult:
-    """VerbMem, KnowMem (forget, retain), PrivLeak and utility preserved of `lm`."""
+    """VerbMem, KnowMem (forget, retain), PrivLeak and utility preserved of `lm`; with a
+    journal behind `stages` (names: MUSE_STAGES), finished stages are not run again."""
     forget, holdout = document_texts(data.forget), document_texts(data.holdout)
     if not forget or not holdout:
         raise DataError("MUSE needs forget and holdout passages")
     if not len(data.forget_qa) or not len(data.retain_qa):
         raise DataError("MUSE needs QA pairs about the forget and the retain passages")
-    verb, verb_records = verbmem(lm, forget, settings)
-    know_forget, forget_records = knowmem(lm, data.forget_qa, settings, "knowmem_forget")
-    know_retain, retain_records = knowmem(lm, data.retain_qa, settings, "knowmem_retain")
-    auc, scores = min_k_auc(lm, forget, holdout, settings)
-    qa_scores = qa_memorisation(lm, data.forget_qa, settings.batch_size)
+    stages = stages or JournalledStages(MUSE_STAGES)
+    verb, verb_records = stages.run("verbmem", lambda: verbmem(lm, forget, settings))
+    know_forget, forget_records = stages.run(
+        "knowmem_forget", lambda: knowmem(lm, data.forget_qa, settings, "knowmem_forget"))
+    know_retain, retain_records = stages.run(
+        "knowmem_retain", lambda: knowmem(lm, data.retain_qa, settings, "knowmem_retain"))
+    auc, scores = stages.run("min_k", lambda: _listed(min_k_auc(lm, forget, holdout, settings)))
+    qa_scores = stages.run("forget_qa_memorisation", lambda: _listed(
+        qa_memorisation(lm, data.forget_qa, settings.batch_size)))
     verbatim = verbmem_pairs(lm.tokenizer, forget, settings.prompt_tokens,
                              settings.max_continuation_tokens)
-    verbatim_scores = memorisation(lm, [p for p, _ in verbatim], [c for _, c in verbatim],
-                                   settings.batch_size)
+    verbatim_scores = stages.run("verbatim_memorisation", lambda: _listed(memorisation(
+        lm, [p for p, _ in verbatim], [c for _, c in verbatim], settings.batch_size)))
     if retain_lm is lm:
         retain_auc, retain_scores = auc, scores
     else:
-        retain_auc, retain_scores = min_k_auc(retain_lm, forget, holdout, settings)
+        retain_auc, retain_scores = stages.run("retain_min_k", lambda: _listed(
+            min_k_auc(retain_lm, forget, holdout, settings)))
     target_know = None
     if target_lm is lm:
         target_know = know_retain
     elif target_lm is not None:
-        target_know, _ = knowmem(target_lm, data.retain_qa, settings, "knowmem_retain")
+        target_know, _ = stages.run("target_knowmem_retain", lambda: knowmem(
+            target_lm, data.retain_qa, settings, "knowmem_retain"))
     utility = None
     if target_know is not None:
         utility = know_retain / target_know if target_know > 0 else None
@@ -212,12 +223,21 @@ def evaluate_muse(
         forget_answer_fluency=fluency([r["generated"] for r in forget_records]).to_dict(),
         counts={"forget_passages": len(forget), "holdout_passages": len(holdout),
                 "forget_qa": len(data.forget_qa), "retain_qa": len(data.retain_qa)},
-        forget_exact_memorisation=_mean(qa_scores.exact_memorisation),
-        forget_extraction_strength=_mean(qa_scores.extraction_strength),
-        verbatim_exact_memorisation=_mean(verbatim_scores.exact_memorisation),
-        verbatim_extraction_strength=_mean(verbatim_scores.extraction_strength),
+        forget_exact_memorisation=_mean(qa_scores["exact_memorisation"]),
+        forget_extraction_strength=_mean(qa_scores["extraction_strength"]),
+        verbatim_exact_memorisation=_mean(verbatim_scores["exact_memorisation"]),
+        verbatim_extraction_strength=_mean(verbatim_scores["extraction_strength"]),
     )
     return MuseResult(summary, verb_records + forget_records + retain_records + mia_records)
+
+
+def _listed(result: object) -> object:
+    """A stage's result in JSON's types (arrays as lists, memorisation as a dict)."""
+    if isinstance(result, Memorisation):
+        return {"exact_memorisation": result.exact_memorisation.tolist(),
+                "extraction_strength": result.extraction_strength.tolist()}
+    auc, scores = result
+    return [float(auc), np.asarray(scores, dtype=np.float64).tolist()]
 
 
 def _mean(values) -> float:

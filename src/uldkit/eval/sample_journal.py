@@ -1,5 +1,6 @@
 """An append-only file of finished evaluation samples, so that an interrupted evaluation
-resumes without recomputing them.
+resumes without recomputing them. `JournalledStages` uses the same file for evaluations made
+of a few long stages (MUSE, the MIA audit): each stage's result is one record.
 
 Format (JSONL): a header line `{"journal": 1, "identity": {...}}` recording what the scores
 depend on, then one line per finished batch, `{"samples": {"<index>": record, ...}}`. Each
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,33 @@ class SampleJournal:
                 return None
             samples[int(key)] = record
         return samples
+
+
+class JournalledStages:
+    """Named stages of one evaluation; each stage's result is journalled when it finishes, so
+    a resumed run recomputes only the stages it had not finished.
+
+    Results go through JSON (lists, dicts, numbers, strings; -inf is kept) on the first run
+    too, so a resumed run sees exactly what a fresh one does.
+    """
+
+    def __init__(self, names: Sequence[str], journal: SampleJournal | None = None,
+                 resume: bool = False) -> None:
+        self.names = list(names)
+        self.journal = journal
+        self.finished = journal.start(resume) if journal is not None else {}
+        self.resumed: list[str] = []
+
+    def run(self, name: str, compute: Callable[[], Any]) -> Any:
+        index = self.names.index(name)
+        record = self.finished.get(index)
+        if record is not None and record.get("stage") == name and "result" in record:
+            self.resumed.append(name)
+            return record["result"]
+        result = json.loads(json.dumps(compute()))
+        if self.journal is not None:
+            self.journal.append({index: {"stage": name, "result": result}})
+        return result
 
 
 def describe_identity_change(old: Any, new: Mapping[str, Any]) -> str:
