@@ -52,6 +52,8 @@ from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
 from uldkit.training import StreamData, Trainer
 
+PROMPT = "Question: Where was Draren Raknorrak born?\nAnswer:"
+
 
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -80,15 +82,19 @@ def paired_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[
 
 
 def memory_probe(target_dir: str) -> tuple[int, int, int, int]:
-    """In a fresh process: RSS before and after loading the target, after attaching ULD."""
+    """In a fresh process: RSS before loading the target, after decoding with the target alone,
+    and after decoding with the ULD model (weights paged in, KV caches and activations
+    allocated, as while serving); and the ULD model's parameter + buffer bytes."""
     torch.set_num_threads(1)
     before = rss_bytes()
     model, tokenizer = load_model(target_dir)
-    loaded = rss_bytes()
-    assistant = ZeroCopyAssistant(model)
-    LogitDifferenceModel(assistant.eval(), tokenizer)
-    attached = rss_bytes()
-    return before, loaded, attached, tensor_bytes(assistant)
+    prompt = tokenizer(PROMPT, return_tensors="pt")["input_ids"].repeat(8, 1)
+    with torch.no_grad():
+        decode_loop(CausalLM(model, tokenizer), prompt, 64)
+        target = rss_bytes()
+        assistant = ZeroCopyAssistant(model)
+        decode_loop(LogitDifferenceModel(assistant.eval(), tokenizer), prompt, 64)
+    return before, target, rss_bytes(), tensor_bytes(assistant)
 
 
 def build_target(out: Path, size: str, source: DataSource) -> Path:
@@ -174,6 +180,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-batches", type=lambda text: [int(b) for b in text.split(",")],
                         default=[1, 8], help="batch sizes for (c), e.g. 1,8")
+    parser.add_argument("--parts", default="abcd", help="which of (a)-(d) to run, e.g. bc")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -182,10 +189,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         target_dir = build_target(Path(tmp) / "target", args.size, source)
 
-        # (d) memory, measured in a fresh process so nothing freed earlier is reused.
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            rss_start, rss_target, rss_uld, uld_bytes = pool.apply(memory_probe,
-                                                                   (str(target_dir),))
+        if "d" in args.parts:
+            # (d) memory, measured in a fresh process so nothing freed earlier is reused.
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                rss_start, rss_target, rss_uld, uld_bytes = pool.apply(memory_probe,
+                                                                       (str(target_dir),))
         model, tokenizer = load_model(target_dir)
         target_bytes = tensor_bytes(model)
         depth = len(model.model.layers)
@@ -197,63 +205,62 @@ def main() -> None:
         copied = sum(tensor_bytes(m) for m in (decoder.embed_tokens, *decoder.layers[:layers],
                                                 decoder.norm, model.lm_head))
 
-        # (a) training: GradDiff on all weights against ULD.
-        data = UnlearnData(forget=source.load("forget10"), retain=source.load("retain90"),
-                           augmentation=source.augmentation("forget10"), max_length=128)
-        uld_plan = get_method("uld")().plan(*load_model(target_dir), data)
-        uld_pairs = StreamData({name: uld_plan.data.streams[name] for name in ("forget", "retain")},
-                               primary="forget")
-        variants = {
-            "grad_diff_same": ("grad_diff", {}, uld_pairs),
-            "grad_diff_own": ("grad_diff", {}, None),
-            "uld": ("uld", {}, None),
-            "uld_no_dropout": ("uld", {"lora_dropout": 0.0}, None),
-        }
-        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in variants}
         saved = None
-        for _ in range(args.repeats):
-            for name, (method_name, hp, streams) in variants.items():
-                seconds, steps, planned, tok = train_seconds(method_name, target_dir, data,
-                                                             args.epochs, hp, streams)
-                runs[name].append((seconds, steps))
-                if name == "uld" and saved is None:
-                    method, plan = planned
-                    saved = Path(tmp) / "uld"
-                    method.save(plan, tok, saved, UnlearnContext(str(target_dir)))
-        total = {n: statistics.median(s for s, _ in r) for n, r in runs.items()}
-        steps = {n: r[0][1] for n, r in runs.items()}
-        per_step = {n: total[n] / steps[n] for n in runs}
-        forget_side = len(uld_pairs.streams["forget"])
-        retain_side = len(uld_pairs.streams["retain"])
+        if "a" in args.parts:  # (a) training: GradDiff on all weights against ULD.
+            data = UnlearnData(forget=source.load("forget10"), retain=source.load("retain90"),
+                               augmentation=source.augmentation("forget10"), max_length=128)
+            uld_plan = get_method("uld")().plan(*load_model(target_dir), data)
+            uld_pairs = StreamData(
+                {name: uld_plan.data.streams[name] for name in ("forget", "retain")},
+                primary="forget")
+            variants = {
+                "grad_diff_same": ("grad_diff", {}, uld_pairs),
+                "grad_diff_own": ("grad_diff", {}, None),
+                "uld": ("uld", {}, None),
+                "uld_no_dropout": ("uld", {"lora_dropout": 0.0}, None),
+            }
+            runs: dict[str, list[tuple[float, int]]] = {name: [] for name in variants}
+            for _ in range(args.repeats):
+                for name, (method_name, hp, streams) in variants.items():
+                    seconds, steps, planned, tok = train_seconds(method_name, target_dir, data,
+                                                                 args.epochs, hp, streams)
+                    runs[name].append((seconds, steps))
+                    if name == "uld" and saved is None:
+                        method, plan = planned
+                        saved = Path(tmp) / "uld"
+                        method.save(plan, tok, saved, UnlearnContext(str(target_dir)))
+            total = {n: statistics.median(s for s, _ in r) for n, r in runs.items()}
+            steps = {n: r[0][1] for n, r in runs.items()}
+            per_step = {n: total[n] / steps[n] for n in runs}
+            forget_side = len(uld_pairs.streams["forget"])
+            retain_side = len(uld_pairs.streams["retain"])
 
-        def timing(name: str) -> str:
-            return f"{total[name]:.2f} s  ({per_step[name] * 1000:.1f} ms/step)"
+            def timing(name: str) -> str:
+                return f"{total[name]:.2f} s  ({per_step[name] * 1000:.1f} ms/step)"
 
-        rows += [
-            ("(a) GradDiff, all weights, ULD's pairs",
-             f"{steps['grad_diff_same']} steps ({forget_side} forget, {retain_side} retain)",
-             timing("grad_diff_same")),
-            ("(a) GradDiff, all weights, forget10/retain90", f"{steps['grad_diff_own']} steps",
-             timing("grad_diff_own")),
-            (f"(a) ULD, LoRA on {layers} of {depth} layers", f"{steps['uld']} steps",
-             timing("uld")),
-            ("(a) ULD, LoRA dropout 0", f"{steps['uld_no_dropout']} steps",
-             timing("uld_no_dropout")),
-            ("(a) speed-up, same pairs and epochs", "GradDiff / ULD",
-             f"{total['grad_diff_same'] / total['uld']:.2f}x"),
-            ("(a) speed-up, same pairs, dropout 0", "GradDiff / ULD",
-             f"{total['grad_diff_same'] / total['uld_no_dropout']:.2f}x"),
-            ("(a) speed-up per optimizer step", "GradDiff / ULD",
-             f"{per_step['grad_diff_own'] / per_step['uld']:.2f}x"),
-            ("(a) whole runs, GradDiff on fewer pairs", "GradDiff (forget10) / ULD",
-             f"{total['grad_diff_own'] / total['uld']:.2f}x"),
-        ]
+            rows += [
+                ("(a) GradDiff, all weights, ULD's pairs",
+                 f"{steps['grad_diff_same']} steps ({forget_side} forget, {retain_side} retain)",
+                 timing("grad_diff_same")),
+                ("(a) GradDiff, all weights, forget10/retain90", f"{steps['grad_diff_own']} steps",
+                 timing("grad_diff_own")),
+                (f"(a) ULD, LoRA on {layers} of {depth} layers", f"{steps['uld']} steps",
+                 timing("uld")),
+                ("(a) ULD, LoRA dropout 0", f"{steps['uld_no_dropout']} steps",
+                 timing("uld_no_dropout")),
+                ("(a) speed-up, same pairs and epochs", "GradDiff / ULD",
+                 f"{total['grad_diff_same'] / total['uld']:.2f}x"),
+                ("(a) speed-up, same pairs, dropout 0", "GradDiff / ULD",
+                 f"{total['grad_diff_same'] / total['uld_no_dropout']:.2f}x"),
+                ("(a) speed-up per optimizer step", "GradDiff / ULD",
+                 f"{per_step['grad_diff_own'] / per_step['uld']:.2f}x"),
+                ("(a) whole runs, GradDiff on fewer pairs", "GradDiff (forget10) / ULD",
+                 f"{total['grad_diff_own'] / total['uld']:.2f}x"),
+            ]
 
-        # (b) generation throughput, 128 new tokens.
-        prompt_ids = tokenizer("Question: Where was Draren Raknorrak born?\nAnswer:",
-                               return_tensors="pt")["input_ids"]
+        prompt_ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            for batch in (1, 8):
+            for batch in (1, 8) if "b" in args.parts else ():  # (b) throughput, 128 tokens
                 prompt = prompt_ids.repeat(batch, 1)
                 decode_loop(uld, prompt, 8)  # warm-up
                 timed = paired_medians({
@@ -273,7 +280,7 @@ def main() -> None:
                 ]
 
             # (c) cached decoding against re-scoring the whole sequence.
-            for batch in args.cache_batches:
+            for batch in args.cache_batches if "c" in args.parts else ():
                 prompt = prompt_ids.repeat(batch, 1)
                 timed = paired_medians({
                     "cached": lambda p=prompt: decode_loop(uld, p, 256),
@@ -289,6 +296,14 @@ def main() -> None:
                      f"{t_plain / t_cached:.2f}x"),
                 ]
 
+        if "d" not in args.parts:
+            print_rows(rows, args, depth, layers)
+            return
+        if saved is None:  # (a) did not run: the adapters of an untrained assistant
+            saved = Path(tmp) / "uld"
+            saved.mkdir()
+            save_file(ZeroCopyAssistant(load_model(target_dir)[0]).lora_state_dict(),
+                      saved / "adapter.safetensors")
         adapter = (saved / "adapter.safetensors").stat().st_size
         rows += [
             ("(d) target parameters + buffers", "", f"{target_bytes / 2**20:.2f} MiB"),
@@ -299,13 +314,19 @@ def main() -> None:
             ("(d) a copied K-layer assistant would add", "embed + K layers + norm + head",
              f"{copied / 2**20:.2f} MiB"),
             *wider_adapter_rows(Path(tmp), tokenizer),
-            ("(d) RSS growth loading the target", "", f"{(rss_target - rss_start) / 2**20:.1f} MiB"),
-            ("(d) RSS growth attaching the assistant", "",
+            ("(d) RSS growth, target loaded and decoding", "batch 8, 64 tokens",
+             f"{(rss_target - rss_start) / 2**20:.1f} MiB"),
+            ("(d) RSS growth, then the ULD model decoding", "the same",
              f"{(rss_uld - rss_target) / 2**20:.1f} MiB"),
             ("(d) process RSS, ULD model / target alone", "whole serving process",
              f"{rss_uld / rss_target:.3f}x"),
         ]
 
+    print_rows(rows, args, depth, layers)
+
+
+def print_rows(rows: list[tuple[str, str, str]], args: argparse.Namespace, depth: int,
+               layers: int) -> None:
     print(f"ULD benchmark: {args.size} model, {depth} layers, K = {layers}, "
           f"{args.threads} threads, medians of {args.repeats}")
     width = max(len(r[0]) for r in rows)
