@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.attacks.relearn import SUMMARY_FILE, RelearnConfig, relearn_attack
 from uldkit.cli import app, options
 
 attack_app = typer.Typer(
@@ -46,6 +45,9 @@ def relearn_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Fine-tune part of the forget set back in; measure how much of the rest returns."""
+    # Imported here: torch, transformers and PEFT would slow every other command's start.
+    from uldkit.attacks.relearn import SUMMARY_FILE, RelearnConfig, relearn_attack
+
     summary = relearn_attack(RelearnConfig(
         model=str(model), out=str(out), data=data, forget=forget, people=people,
         data_seed=data_seed, fraction=fraction, steps=steps, lr=lr, lora_rank=lora_rank,

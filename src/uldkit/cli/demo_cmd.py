@@ -9,15 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from uldkit.cli import app
-from uldkit.demo import DEFAULT_METHODS, DemoConfig, run_demo
 
 
 @app.command("demo")
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory (resumable)."),
-    methods: str = typer.Option(
-        ",".join(DEFAULT_METHODS), "--methods",
-        help="Comma-separated method names, or 'all' (see `uldkit methods`)."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="Comma-separated method names, or 'all' (see `uldkit "
+        "methods`); default: uld, grad_diff and npo."),
     benchmark: str = typer.Option(
         "tofu", "--benchmark",
         help="tofu: QA data, TOFU metrics. muse: biography passages, MUSE metrics."),
@@ -41,7 +40,10 @@ def demo_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
+    from uldkit.demo import DEFAULT_METHODS, DemoConfig, run_demo
+
     console = Console()
+    methods = ",".join(DEFAULT_METHODS) if methods is None else methods
     config = DemoConfig(
         out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
         benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,

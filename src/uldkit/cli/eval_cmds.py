@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,9 @@ from rich.table import Table
 
 from uldkit.cli import app
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
-from uldkit.eval.tofu_metrics import SET_NAMES, TofuSummary, aggregate_tofu
+
+if TYPE_CHECKING:
+    from uldkit.eval.tofu_metrics import TofuSummary
 
 eval_app = typer.Typer(
     help="Evaluate models and aggregate evaluation logs.", no_args_is_help=True
@@ -31,6 +34,8 @@ def aggregate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Compute TOFU model utility, forget quality and their components from a log."""
+    from uldkit.eval.tofu_metrics import aggregate_tofu
+
     model_log = load_tofu_log(log)
     retain_log = None if retain_logs is None else load_tofu_log(retain_logs, (FORGET_SET,))
     summary = aggregate_tofu(model_log, retain_log)
@@ -51,6 +56,8 @@ def aggregate(
 
 
 def _components_table(summary: TofuSummary) -> Table:
+    from uldkit.eval.tofu_metrics import SET_NAMES
+
     figures = summary.to_dict()
     table = Table(title="TOFU components")
     table.add_column("set")

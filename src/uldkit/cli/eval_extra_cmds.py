@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -21,23 +21,18 @@ from rich.table import Table
 
 from uldkit.cli import options
 from uldkit.cli.eval_cmds import eval_app
-from uldkit.data.documents import (
-    DocumentSplits,
-    document_texts,
-    load_documents,
-    synthetic_document_splits,
-)
 from uldkit.data.sources import SYNTHETIC
 from uldkit.data.synthetic import generate_world
 from uldkit.data.tofu import load_tofu
 from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
-from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
 from uldkit.eval.sample_journal import JournalledStages, SampleJournal
 from uldkit.io import atomic_write_json, atomic_write_text
-from uldkit.models.any import load_language_model
 from uldkit.runinfo import prepare_out_dir, write_run_config
+
+if TYPE_CHECKING:
+    from uldkit.data.documents import DocumentSplits
 
 MUSE_SUMMARY = "muse_summary.json"
 MUSE_SAMPLES = "muse_samples.jsonl"
@@ -91,6 +86,11 @@ def muse_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """MUSE: VerbMem and KnowMem on the forget set, PrivLeak, KnowMem on retain / utility."""
+    # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.data.documents import DocumentSplits, document_texts, load_documents
+    from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
+    from uldkit.models.any import load_language_model
+
     files = (forget_docs, holdout_docs, forget_qa, retain_qa)
     if any(f is not None for f in files):
         if any(f is None for f in files):
@@ -170,6 +170,9 @@ def mia_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Membership inference: per attack, forget vs holdout AUC and whether it still separates."""
+    from uldkit.data.documents import load_documents
+    from uldkit.models.any import load_language_model
+
     if (forget_docs is None) != (holdout_docs is None):
         raise ConfigError("give both --forget-docs and --holdout-docs, or neither")
     if forget_docs is not None:
@@ -234,6 +237,8 @@ def _synthetic_splits(
     data: str, people: int, seed: int, holdout: int | None, forget: str,
     model_dirs: list[Path | None],
 ) -> DocumentSplits:
+    from uldkit.data.documents import synthetic_document_splits
+
     if data != SYNTHETIC:
         raise ConfigError(f"--data '{data}': document evaluation reads the synthetic world; "
                           "for your own data give --forget-docs and --holdout-docs")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -14,18 +14,13 @@ from uldkit.cli import options
 from uldkit.cli.eval_cmds import _components_table, eval_app
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
-from uldkit.eval.tofu_eval import (
-    SUMMARY_FILE,
-    TofuEvalSummary,
-    check_retain_log,
-    evaluate_tofu,
-    tofu_eval_sets,
-)
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
 from uldkit.io import atomic_write_json
-from uldkit.models.any import MANIFEST_NAME, load_language_model
-from uldkit.models.lm import LanguageModel
 from uldkit.runinfo import prepare_out_dir, write_run_config
+
+if TYPE_CHECKING:
+    from uldkit.eval.tofu_eval import TofuEvalSummary
+    from uldkit.models.lm import LanguageModel
 
 RETAIN_DIR = "retain"
 
@@ -61,6 +56,15 @@ def tofu_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
+    # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.eval.tofu_eval import (
+        SUMMARY_FILE,
+        check_retain_log,
+        evaluate_tofu,
+        tofu_eval_sets,
+    )
+    from uldkit.models.any import load_language_model
+
     alphas = list(alpha or [])
     if len(set(alphas)) != len(alphas):
         raise ConfigError(f"--alpha values repeat: {alphas}")
@@ -125,6 +129,8 @@ def _label(model: Path, alpha: float | None, tau: float | None) -> str:
 
 
 def _is_model_dir(path: Path) -> bool:
+    from uldkit.models.any import MANIFEST_NAME
+
     return path.is_dir() and ((path / "config.json").is_file() or (path / MANIFEST_NAME).is_file())
 
 
@@ -132,6 +138,8 @@ def _with_alpha(
     lm: LanguageModel, model: Path, alpha: float, extra: dict[str, Any], load: dict[str, Any]
 ) -> LanguageModel:
     """`lm` with another alpha: a cheap view when the model offers one, else a reload."""
+    from uldkit.models.any import load_language_model
+
     with_settings = getattr(lm, "with_settings", None)
     if with_settings is not None:
         return with_settings(alpha=alpha, **extra)

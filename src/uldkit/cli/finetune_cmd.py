@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from accelerate import PartialState
 from rich.console import Console
 
 from uldkit.cli import app, options
-from uldkit.finetune import FinetuneConfig, LoraSettings, finetune
-from uldkit.training import TrainConfig
 
 
 @app.command("finetune")
@@ -46,6 +43,11 @@ def finetune_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Fine-tune a model on QA data; saves safetensors, tokenizer and the run's record."""
+    from accelerate import PartialState
+
+    from uldkit.finetune import FinetuneConfig, LoraSettings, finetune
+    from uldkit.training import TrainConfig
+
     config = FinetuneConfig(
         out=str(out), data=data, splits=split, include_general=general, base_model=base_model,
         size=size, vocab_size=vocab_size, lora=LoraSettings() if lora else None, max_length=max_length, people=people,

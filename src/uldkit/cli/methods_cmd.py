@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from uldkit.cli import app
-from uldkit.methods.base import UnlearningMethod
-from uldkit.methods.registry import all_methods
+
+if TYPE_CHECKING:
+    from uldkit.methods.base import UnlearningMethod
 
 
 def method_info(cls: type[UnlearningMethod]) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def methods(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
 ) -> None:
     """List the unlearning methods `uldkit unlearn --method` accepts."""
+    from uldkit.methods.registry import all_methods
+
     infos = [method_info(cls) for cls in all_methods().values()]
     if as_json:
         typer.echo(json.dumps(infos, indent=2))

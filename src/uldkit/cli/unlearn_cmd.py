@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from accelerate import PartialState
 from rich.console import Console
 
 from uldkit.cli import app, options
@@ -68,6 +67,8 @@ def unlearn_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Unlearn the forget split from a target model with any registered method."""
+    from accelerate import PartialState
+
     from uldkit.methods.registry import get_method
     from uldkit.methods.runner import UnlearnConfig, unlearn
 

@@ -32,15 +32,16 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import rankdata
 
 from uldkit.errors import DataError
-from uldkit.eval.memorisation import qa_token_pairs
 from uldkit.eval.sample_journal import JournalledStages
-from uldkit.eval.token_scores import TokenScores, score_continuations, score_passages
-from uldkit.models.lm import LanguageModel
+
+if TYPE_CHECKING:  # scoring needs torch; the CLI reads this module's constants without it
+    from uldkit.eval.token_scores import TokenScores
+    from uldkit.models.lm import LanguageModel
 
 MIA_STAGES = ("model", "retain_model")
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
@@ -124,6 +125,9 @@ def _token_scores(
     lm: LanguageModel, texts: Sequence[str], questions: Sequence[str] | None,
     batch_size: int, max_tokens: int,
 ) -> list[TokenScores]:
+    from uldkit.eval.memorisation import qa_token_pairs
+    from uldkit.eval.token_scores import score_continuations, score_passages
+
     if questions is None:
         return score_passages(lm, texts, batch_size, max_tokens)
     if len(questions) != len(texts):
@@ -135,6 +139,8 @@ def _token_scores(
 # --- AUC and verdicts ---------------------------------------------------------------------------
 def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
     """P(member score > non-member score) + P(equal) / 2, via the Mann-Whitney U statistic."""
+    from scipy.stats import rankdata
+
     members = np.asarray(member_scores, dtype=np.float64)
     others = np.asarray(nonmember_scores, dtype=np.float64)
     if len(members) == 0 or len(others) == 0:
