@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import uldkit.cli.eval_tofu_cmd  # noqa: F401  (registers `eval tofu` and `eval aggregate`)
+import uldkit.models.any
 from uldkit import cli
-from uldkit.cli import eval_tofu_cmd, main
+from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError
@@ -227,7 +228,8 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
         loads.append(kwargs)
         return load_language_model(*args, **kwargs)
 
-    monkeypatch.setattr(eval_tofu_cmd, "load_language_model", counting_load)
+    # The command imports its loader when it runs, from where this replaces it.
+    monkeypatch.setattr(uldkit.models.any, "load_language_model", counting_load)
     out = tmp_path / "sweep"
     main(["eval", "tofu", "--model", str(uld_dir), "--split", "forget10", "--people", "20",
           "--alpha", "0", "--alpha", "2", "--tau", "0", "--max-new-tokens", "20",
