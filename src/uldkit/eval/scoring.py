@@ -66,20 +66,6 @@ def answer_scores(
     return AnswerScores(sums, counts, matches if greedy_matches else None)
 
 
-def answer_loss_totals(
-    lm: LanguageModel,
-    questions: Sequence[str],
-    answers: Sequence[str],
-    batch_size: int = 16,
-    max_length: int = 512,
-    padding_side: str = "right",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(summed NLL over answer tokens, number of answer tokens) for each (question, answer)
-    (see `answer_scores`)."""
-    scores = answer_scores(lm, questions, answers, batch_size, max_length, padding_side)
-    return scores.sums, scores.counts
-
-
 def answer_losses(
     lm: LanguageModel,
     questions: Sequence[str],
@@ -90,11 +76,10 @@ def answer_losses(
 ) -> np.ndarray:
     """Mean negative log-likelihood per answer token, L(a|q), for each (question, answer).
 
-    Padding-safe and independent of the batch size (see `answer_loss_totals`).
+    Padding-safe and independent of the batch size (see `answer_scores`).
     """
-    sums, counts = answer_loss_totals(lm, questions, answers, batch_size, max_length,
-                                      padding_side)
-    return sums / np.maximum(counts, 1)
+    scores = answer_scores(lm, questions, answers, batch_size, max_length, padding_side)
+    return scores.sums / np.maximum(scores.counts, 1)
 
 
 def mean_answer_probability(

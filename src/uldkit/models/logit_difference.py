@@ -25,7 +25,7 @@ subtracting the assistant would otherwise promote.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 
 import torch
@@ -88,7 +88,7 @@ class PairedScores(nn.Module):
         self.alpha = alpha
         self.tau = tau
 
-    def parameters(self, recurse: bool = True):  # noqa: ANN201 - nn.Module's own signature
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
         return self.assistant.parameters(recurse)
 
     def forward(
