@@ -257,8 +257,9 @@ class ZeroCopyAssistant(nn.Module):
             set(self._all_layer_types), hidden, attention_mask, position_ids, past_key_values)
         paired_masks = {kind: _doubled(mask) for kind, mask in masks.items()}
         paired_embeddings = tuple(_doubled(part) for part in position_embeddings)
-        gate = torch.cat([torch.zeros(rows), torch.ones(rows)]).view(-1, 1, 1)
-        self._row_gate.value = gate.to(hidden.device)
+        gate = torch.ones(2 * rows, 1, 1, dtype=hidden.dtype, device=hidden.device)
+        gate[:rows] = 0
+        self._row_gate.value = gate
         try:
             both = self._run_layers(range(self.num_layers), _doubled(hidden), paired_masks,
                                     paired_embeddings, _doubled(position_ids),
