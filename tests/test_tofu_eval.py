@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import uldkit.cli.eval_tofu_cmd  # noqa: F401  (registers `eval tofu` and `eval aggregate`)
+import uldkit.cli.report_cmd  # noqa: F401  (registers `report`)
 import uldkit.models.any
 from uldkit import cli
 from uldkit.cli import main
@@ -246,6 +247,10 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
     assert rows[1]["forget_prob"] < rows[0]["forget_prob"]
     for alpha in ("0", "2"):
         assert load_tofu_log(out / f"alpha_{alpha}").keys() == set(SET_KEYS)
+    # the README's next step: a report of the sweep, one model per alpha
+    main(["report", str(out), "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "uld (alpha=0)" in report and "uld (alpha=2)" in report
 
 
 @pytest.mark.parametrize(
@@ -297,3 +302,18 @@ def test_tiny_model_scores_real_tofu_forget01(target, tofu_dir, tmp_path):
     assert summary.figures.forget_prob < 0.05
     assert summary.figures.forget_rouge < 0.3
     assert 0 <= summary.figures.model_utility < 0.5
+
+
+def test_report_reads_an_eval_tofu_directory(evaluated, tmp_path):
+    from uldkit.eval.report import render_report
+    from uldkit.eval.report_data import load_run
+
+    run = load_run(evaluated["root"] / "target")
+    (model,) = run.models
+    figures = evaluated["summary"].figures
+    assert model.name == "target" and model.role == "method"
+    assert model.forget_quality == pytest.approx(figures.forget_quality)
+    assert model.model_utility == pytest.approx(figures.model_utility)
+    assert model.forget_rouge == pytest.approx(figures.forget_rouge)
+    files = render_report([evaluated["root"] / "target"], tmp_path / "report")
+    assert f"{figures.model_utility:.3f}" in files.markdown.read_text()

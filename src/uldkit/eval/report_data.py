@@ -141,12 +141,43 @@ def _parse_results(data: dict[str, Any], source: Path, directory: Path) -> RunRe
 
 
 def _parse_summary(data: dict[str, Any], source: Path, directory: Path) -> RunResults:
+    if "method" not in data and isinstance(data.get("figures"), dict):
+        return _parse_tofu_eval(data, source, directory)
+    if "method" not in data and isinstance(data.get("sweep"), list):
+        return _parse_alpha_sweep(data, source, directory)
     name = data.get("method")
     if not isinstance(name, str) or not name:
         raise DataError(f"{source}: 'method' must name the method (a non-empty string)")
     model = _parse_model(data, name, "method", source, "summary")
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     return RunResults(directory.name, directory, (model,), config)
+
+
+def _parse_tofu_eval(data: dict[str, Any], source: Path, directory: Path) -> RunResults:
+    """An `uldkit eval tofu` output directory: its model, named after the model's directory
+    (settings such as alpha kept), scored by its figures."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise DataError(f"{source}: 'model' must name the evaluated model (a non-empty string)")
+    path, _, settings = model.partition(" (")
+    name = Path(path).name + (f" ({settings}" if settings else "")
+    result = _parse_model(data["figures"], name, "method", source, "figures")
+    return RunResults(directory.name, directory, (result,), {"settings": data.get("settings")})
+
+
+def _parse_alpha_sweep(data: dict[str, Any], source: Path, directory: Path) -> RunResults:
+    """An `uldkit eval tofu --alpha A --alpha B ...` directory: one model per alpha."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model or not data["sweep"]:
+        raise DataError(f"{source}: an alpha sweep needs 'model' and a non-empty 'sweep'")
+    results = []
+    for index, row in enumerate(data["sweep"]):
+        alpha = row.get("alpha") if isinstance(row, dict) else None
+        if not isinstance(alpha, int | float) or isinstance(alpha, bool):
+            raise DataError(f"{source}: sweep[{index}] must hold a number 'alpha'")
+        name = f"{Path(model).name} (alpha={alpha:g})"
+        results.append(_parse_model(row, name, "method", source, f"sweep[{index}]"))
+    return RunResults(directory.name, directory, tuple(results), {})
 
 
 def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -> ModelResult:
