@@ -267,7 +267,11 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
 
 def test_bad_requests_get_openai_shaped_4xx(server, trained_world, target) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}"}
+    question = trained_world.source.load("retain90").pairs[0].question
+    sound = {"prompt": f"Question: {question}\nAnswer:", "max_tokens": 3, "temperature": 0}
     with httpx.Client(base_url=server.url + "/v1", headers=headers, timeout=30) as http:
+        before = http.post("completions", json=sound)
+        assert before.status_code == 200
         for path, what, body, status, param in _bad_requests(trained_world.target.name):
             if isinstance(body, bytes):
                 response = http.post(path, content=body,
@@ -296,12 +300,11 @@ def test_bad_requests_get_openai_shaped_4xx(server, trained_world, target) -> No
         missing = http.get("no-such-route")
         assert missing.status_code == 404 and set(missing.json()["error"]) >= {"message", "type"}
         assert http.get("completions").status_code == 405
-        # Nothing above hurt the server.
-        # (a question the model was trained on, so its answer does not start with EOS)
-        question = trained_world.source.load("retain90").pairs[0].question
-        ok = http.post("completions", json={"prompt": f"Question: {question}\nAnswer:",
-                                            "max_tokens": 3})
-        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+        # Nothing above hurt the server: the same request gets the same answer as before.
+        after = http.post("completions", json=sound)
+        assert after.status_code == 200
+        assert after.json()["choices"] == before.json()["choices"]
+        assert after.json()["usage"] == before.json()["usage"]
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 
