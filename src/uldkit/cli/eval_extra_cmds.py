@@ -9,7 +9,6 @@ default --holdout is read from the models' run_config.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from uldkit.data.tofu import load_tofu
 from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
-from uldkit.eval.sample_journal import JournalledStages, SampleJournal
+from uldkit.eval.sample_journal import JournalledStages, SampleJournal, data_sha256
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.runinfo import prepare_out_dir, write_run_config
 
@@ -221,9 +220,8 @@ def mia_command(
 def _stage_journal(path: Path, config: dict[str, Any], stages: tuple[str, ...],
                    data: list[Any]) -> SampleJournal:
     """The journal of finished stages, tied to the settings (not the device) and the data."""
-    content = json.dumps(data, sort_keys=True, ensure_ascii=False)
     identity = {key: value for key, value in config.items() if key != "device"}
-    identity["data_sha256"] = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    identity["data_sha256"] = data_sha256(data)
     return SampleJournal(path, identity, len(stages))
 
 

@@ -11,6 +11,7 @@ complete, valid JSON, and that tail is cut off before new lines are appended.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,13 @@ class JournalledStages:
         if self.journal is not None:
             self.journal.append({index: {"stage": name, "result": result}})
         return result
+
+
+def data_sha256(data: Any) -> str:
+    """A digest of JSON-able evaluation data, for a journal's identity: a journal of other
+    data is not resumed."""
+    content = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def describe_identity_change(old: Any, new: Mapping[str, Any]) -> str:

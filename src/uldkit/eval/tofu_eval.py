@@ -27,7 +27,6 @@ settings, recomputing nothing, and ends with the log an uninterrupted run writes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -52,7 +51,7 @@ from uldkit.eval.memorisation import (
     qa_memorisation,
 )
 from uldkit.eval.progress import SampleProgress
-from uldkit.eval.sample_journal import SampleJournal, describe_identity_change
+from uldkit.eval.sample_journal import SampleJournal, data_sha256, describe_identity_change
 from uldkit.eval.scoring import answer_scores
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
@@ -492,10 +491,9 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
 def _journal(partial_dir: Path, key: str, identity: dict[str, Any],
              data: QADataset) -> SampleJournal:
     """The file of finished samples of one set, tied to the settings and to the data."""
-    content = json.dumps([pair.to_dict() for pair in data.pairs], sort_keys=True)
-    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
     return SampleJournal(
         partial_dir / f"{Path(key).stem}.samples.jsonl",
-        {**identity, "set": key, "samples": len(data), "data_sha256": digest},
+        {**identity, "set": key, "samples": len(data),
+         "data_sha256": data_sha256([pair.to_dict() for pair in data.pairs])},
         len(data),
     )
