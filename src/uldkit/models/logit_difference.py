@@ -31,7 +31,6 @@ from functools import partial
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
-from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.errors import ConfigError
@@ -91,22 +90,13 @@ class PairedScores(nn.Module):
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
         return self.assistant.parameters(recurse)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        use_cache: bool = False,
-        logits_to_keep: int = 0,
-    ) -> CausalLMOutputWithPast:
-        target_logits, assistant_logits = self.assistant.paired_forward(
-            input_ids, attention_mask, position_ids, past_key_values, use_cache,
-            logits_to_keep)
+    def forward(self, **inputs: object) -> CausalLMOutputWithPast:
+        """`ZeroCopyAssistant.paired_forward`'s arguments, HF-style by keyword."""
+        target_logits, assistant_logits = self.assistant.paired_forward(**inputs)
         return CausalLMOutputWithPast(
             logits=logit_difference_scores(target_logits, assistant_logits, self.alpha,
                                            self.tau),
-            past_key_values=past_key_values if use_cache else None)
+            past_key_values=inputs.get("past_key_values") if inputs.get("use_cache") else None)
 
 
 class LogitDifferenceModel(LogitCombination):
