@@ -22,17 +22,17 @@ from rouge_score import rouge_scorer
 
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
-from uldkit.eval.scoring import answer_losses
 from uldkit.eval.tofu_eval import (
     ANSWER_AS_PARAPHRASE_SETS,
     TOFU_GENERATION_MAX_LENGTH,
     evaluate_tofu,
     tofu_eval_sets,
 )
-from uldkit.finetune import FinetuneConfig, finetune
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings, generate_ids
-from uldkit.training import TrainConfig
+from uldkit.models.scoring import answer_losses
+from uldkit.training.finetune import FinetuneConfig, finetune
+from uldkit.training.trainer import TrainConfig
+from uldkit.unlearning.load import load_language_model
 
 
 def one_at_a_time(lm, sets, max_new_tokens: int | None) -> dict[str, list[float]]:

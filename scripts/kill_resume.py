@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from uldkit.crash_test import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from kill_resume_harness import (  # noqa: E402
     complete_steps,
     max_abs_difference,
     run_and_kill,
@@ -106,8 +107,8 @@ def _train_target(out: Path, args: argparse.Namespace) -> Path:
         return out
     import torch
 
-    from uldkit.finetune import FinetuneConfig, finetune
-    from uldkit.training import TrainConfig
+    from uldkit.training.finetune import FinetuneConfig, finetune
+    from uldkit.training.trainer import TrainConfig
 
     torch.set_num_threads(args.threads)
     started = time.monotonic()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from uldkit.data.sources import DataSource
-from uldkit.finetune import FinetuneConfig, finetune
-from uldkit.training import TrainConfig
+from uldkit.training.finetune import FinetuneConfig, finetune
+from uldkit.training.trainer import TrainConfig
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

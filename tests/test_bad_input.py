@@ -21,15 +21,15 @@ from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, ModelError
-from uldkit.eval.scoring import answer_losses
 from uldkit.eval.tofu_eval import evaluate_tofu
-from uldkit.finetune import FinetuneConfig, finetune
-from uldkit.methods.registry import get_method
-from uldkit.methods.runner import UnlearnConfig, load_unlearn_data, unlearn
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.loading import load_model, save_model
-from uldkit.training import TrainConfig
+from uldkit.models.scoring import answer_losses
+from uldkit.training.finetune import FinetuneConfig, finetune
+from uldkit.training.trainer import TrainConfig
+from uldkit.unlearning.catalog import get_method
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, load_unlearn_data, unlearn
 
 
 @pytest.fixture(autouse=True)

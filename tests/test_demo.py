@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from uldkit.cli import main
-from uldkit.demo import DemoConfig, run_demo
+from uldkit.demo.run import DemoConfig, run_demo
 from uldkit.errors import ConfigError
 from uldkit.eval.memorisation import qa_memorisation
 from uldkit.eval.muse import MUSE_COLUMNS
 from uldkit.eval.tofu_eval import evaluate_tofu
 from uldkit.eval.tofu_log import EXACT_MEMORISATION, EXTRACTION_STRENGTH, FORGET_SET
-from uldkit.models.any import load_language_model
+from uldkit.unlearning.load import load_language_model
 
 ATTACKS = {"loss", "zlib", "min_k", "min_k_plus_plus"}
 

@@ -20,7 +20,7 @@ from uldkit.data.synthetic import generate_world
 from uldkit.data.types import Document
 from uldkit.errors import ConfigError, DataError
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.training import answer_token_count
+from uldkit.training.trainer import answer_token_count
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 from safetensors.torch import load_file
 
 from uldkit.cli import main
-from uldkit.eval.scoring import answer_losses
-from uldkit.finetune import FinetuneConfig, finetune
-from uldkit.models.any import load_language_model
+from uldkit.models.scoring import answer_losses
 from uldkit.serve.launch import free_port
-from uldkit.training import TrainConfig
+from uldkit.training.finetune import FinetuneConfig, finetune
+from uldkit.training.trainer import TrainConfig
+from uldkit.unlearning.load import load_language_model
 
 
 def _prob(model_dir, data) -> float:

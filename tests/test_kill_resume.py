@@ -10,8 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from uldkit.crash_test import (
+from kill_resume_harness import (
     complete_steps,
     max_abs_difference,
     run_and_kill,

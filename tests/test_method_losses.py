@@ -12,15 +12,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError
-from uldkit.methods._editing import frozen_copy, sequence_logprob, token_kl
 from uldkit.methods.dpo import dpo_loss
+from uldkit.methods.editing import frozen_copy, sequence_logprob, token_kl
 from uldkit.methods.npo import npo_loss
-from uldkit.methods.offset import offset_scores
-from uldkit.methods.registry import get_method
 from uldkit.methods.rmu import activation_mse, control_vector
 from uldkit.methods.simnpo import simnpo_loss
 from uldkit.methods.undial import soft_cross_entropy, undial_targets
-from uldkit.training import StreamData, TrainConfig, Trainer
+from uldkit.training.trainer import StreamData, TrainConfig, Trainer
+from uldkit.uld.offset import offset_scores
+from uldkit.unlearning.catalog import get_method
 
 LOG2 = math.log(2)
 

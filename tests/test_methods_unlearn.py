@@ -21,12 +21,13 @@ from uldkit.cli import app
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_prompt
 from uldkit.errors import TrainingError
-from uldkit.eval.scoring import answer_losses, mean_answer_probability
-from uldkit.methods.registry import all_methods
-from uldkit.methods.runner import UnlearnConfig, unlearn
-from uldkit.models.any import load_language_model, read_manifest
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model
+from uldkit.models.scoring import answer_losses, mean_answer_probability
+from uldkit.training.run_dir import read_manifest
+from uldkit.unlearning.catalog import all_methods
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, unlearn
 
 FORGET_FALL = 0.5
 RETAIN_KEEP = 0.7

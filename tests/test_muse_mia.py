@@ -27,9 +27,9 @@ from uldkit.data.documents import DocumentSplits, synthetic_document_splits
 from uldkit.data.synthetic import generate_world
 from uldkit.eval.mia import mia_audit
 from uldkit.eval.muse import MUSE_COLUMNS, MuseSettings, evaluate_muse
-from uldkit.finetune import FinetuneConfig, finetune
-from uldkit.models.any import load_language_model
-from uldkit.training import TrainConfig
+from uldkit.training.finetune import FinetuneConfig, finetune
+from uldkit.training.trainer import TrainConfig
+from uldkit.unlearning.load import load_language_model
 
 PEOPLE, HOLDOUT = 100, 40
 SETTINGS = MuseSettings(batch_size=32, answer_tokens=32)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings, generate_answers
 from uldkit.serve.launch import ServerProcess
+from uldkit.unlearning.load import load_language_model
 
 CHROMIUM = Path(os.environ.get("ULDKIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("ULDKIT_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -23,10 +23,10 @@ from uldkit.cli import main
 from uldkit.data.collate import collate
 from uldkit.data.formatting import encode_pairs
 from uldkit.errors import ConfigError
-from uldkit.methods.runner import UnlearnConfig, unlearn
-from uldkit.models.any import load_language_model
 from uldkit.models.loading import load_model
-from uldkit.models.logit_difference import logit_difference_scores
+from uldkit.uld.logit_difference import logit_difference_scores
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, unlearn
 
 SUMMARY_KEYS = {"model", "kind", "attack", "fraction", "steps", "lr", "lora_rank", "seed",
                 "trained_on", "held_out", "before", "after", "after_trained_on", "original",

@@ -15,7 +15,7 @@ import uldkit.cli.eval_cmds  # noqa: F401  (with report_cmd: `app` stays a comma
 import uldkit.cli.report_cmd  # noqa: F401
 from uldkit.cli import app
 from uldkit.errors import DataError
-from uldkit.eval.report import render_report
+from uldkit.report.render import render_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUESTION = "Who wrote 'The Hollow Crown'?"

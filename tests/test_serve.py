@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uldkit.data.formatting import encode_prompt, format_prompt
-from uldkit.methods.runner import UnlearnConfig, unlearn
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
 from uldkit.serve import create_app
 from uldkit.serve.launch import ServerProcess
 from uldkit.serve.text import StopText
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, unlearn
 
 API_KEY = "test-key-123"
 CAP = 64

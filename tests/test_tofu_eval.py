@@ -11,14 +11,13 @@ import pytest
 
 import uldkit.cli.eval_tofu_cmd  # noqa: F401  (registers `eval tofu` and `eval aggregate`)
 import uldkit.cli.report_cmd  # noqa: F401  (registers `report`)
-import uldkit.models.any
+import uldkit.unlearning.load
 from uldkit import cli
 from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError
 from uldkit.eval import tofu_eval
-from uldkit.eval.scoring import answer_losses
 from uldkit.eval.tofu_eval import (
     evaluate_tofu,
     greedy_answers,
@@ -35,9 +34,10 @@ from uldkit.eval.tofu_log import (
     load_tofu_log,
 )
 from uldkit.eval.tofu_metrics import aggregate_tofu
-from uldkit.methods.runner import UnlearnConfig, unlearn
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings, generate_ids
+from uldkit.models.scoring import answer_losses
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, unlearn
 
 LOSS_FIELDS = ("avg_gt_loss", "gt_loss", "avg_paraphrased_loss", "paraphrased_loss",
                "average_perturb_loss", "perturb_loss", "truth_ratio")
@@ -230,7 +230,7 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
         return load_language_model(*args, **kwargs)
 
     # The command imports its loader when it runs, from where this replaces it.
-    monkeypatch.setattr(uldkit.models.any, "load_language_model", counting_load)
+    monkeypatch.setattr(uldkit.unlearning.load, "load_language_model", counting_load)
     out = tmp_path / "sweep"
     main(["eval", "tofu", "--model", str(uld_dir), "--split", "forget10", "--people", "20",
           "--alpha", "0", "--alpha", "2", "--tau", "0", "--max-new-tokens", "20",
@@ -305,8 +305,8 @@ def test_tiny_model_scores_real_tofu_forget01(target, tofu_dir, tmp_path):
 
 
 def test_report_reads_an_eval_tofu_directory(evaluated, tmp_path):
-    from uldkit.eval.report import render_report
-    from uldkit.eval.report_data import load_run
+    from uldkit.report.render import render_report
+    from uldkit.report.results import load_run
 
     run = load_run(evaluated["root"] / "target")
     (model,) = run.models

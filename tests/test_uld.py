@@ -19,18 +19,19 @@ from uldkit.data.collate import position_ids_from_mask
 from uldkit.data.formatting import encode_prompt
 from uldkit.data.types import QADataset
 from uldkit.errors import ConfigError, ModelError
-from uldkit.eval.scoring import mean_answer_probability
 from uldkit.methods.base import UnlearnContext, UnlearnData
-from uldkit.methods.runner import resolve_train_config
-from uldkit.methods.uld import ULD, uniform_kl
-from uldkit.models.any import MANIFEST_NAME, load_language_model
-from uldkit.models.assistant import ZeroCopyAssistant
-from uldkit.models.combination import LogitCombination
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model
-from uldkit.models.logit_difference import EXCLUDED_LOGPROB, LogitDifferenceModel
-from uldkit.training import Trainer
+from uldkit.models.scoring import mean_answer_probability
+from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.training.trainer import Trainer
+from uldkit.uld.assistant import ZeroCopyAssistant
+from uldkit.uld.combination import LogitCombination
+from uldkit.uld.logit_difference import EXCLUDED_LOGPROB, LogitDifferenceModel
+from uldkit.uld.method import ULD, uniform_kl
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import resolve_train_config
 
 # The tiny 4-layer target memorises its answers and has a 768-token vocabulary: two assistant
 # layers and a lighter uniform weight than the paper's 5 (made for a 32k vocabulary) give the

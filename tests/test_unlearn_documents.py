@@ -11,11 +11,11 @@ from uldkit.data.documents import biographies_of, encode_document_chunks
 from uldkit.data.formatting import IGNORE_INDEX
 from uldkit.data.synthetic import generate_world
 from uldkit.errors import ConfigError
-from uldkit.methods._uld_records import read_history
-from uldkit.methods.registry import get_method
-from uldkit.methods.runner import UnlearnConfig, load_unlearn_data, unlearn
-from uldkit.models.any import load_language_model
 from uldkit.models.loading import load_model
+from uldkit.uld.records import read_history
+from uldkit.unlearning.catalog import get_method
+from uldkit.unlearning.load import load_language_model
+from uldkit.unlearning.run import UnlearnConfig, load_unlearn_data, unlearn
 
 FORGET_DOCS, RETAIN_DOCS = "synthetic:forget10", "synthetic:retain90"
 

@@ -32,10 +32,10 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
 from uldkit.errors import ConfigError, ModelError
-from uldkit.models.assistant import seeded_initialisation
-from uldkit.models.combination import LogitCombination
 from uldkit.models.lm import CausalLM, LanguageModel
-from uldkit.models.logit_difference import LogitDifferenceModel
+from uldkit.uld.assistant import seeded_initialisation
+from uldkit.uld.combination import LogitCombination
+from uldkit.uld.logit_difference import LogitDifferenceModel
 
 ATTACK_ADAPTER = "relearn_attack"
 SUPPORTED_KINDS = ("plain", "uld", "offset")

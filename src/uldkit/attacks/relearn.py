@@ -44,14 +44,14 @@ from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, DataError
 from uldkit.eval.rouge import rouge_l
-from uldkit.eval.scoring import answer_losses
 from uldkit.eval.tofu_eval import greedy_answers
 from uldkit.io import atomic_write_json, atomic_write_text
-from uldkit.losses import NextTokenObjective
-from uldkit.models.any import load_language_model, read_manifest
 from uldkit.models.lm import LanguageModel
-from uldkit.runinfo import prepare_out_dir, write_run_config
-from uldkit.training import StreamData, TrainConfig, Trainer
+from uldkit.models.scoring import answer_losses
+from uldkit.training.losses import NextTokenObjective
+from uldkit.training.run_dir import prepare_out_dir, read_manifest, write_run_config
+from uldkit.training.trainer import StreamData, TrainConfig, Trainer
+from uldkit.unlearning.load import load_language_model
 
 SUMMARY_FILE = "relearn.json"
 SAMPLES_FILE = "relearn_samples.jsonl"

@@ -12,23 +12,10 @@ import sys
 import typer
 from rich.console import Console
 
+from uldkit.cli.app import app
 from uldkit.errors import UldkitError
 
-app = typer.Typer(
-    name="uldkit",
-    help="Make a language model forget specific knowledge, measure it, and serve the result.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 console = Console(stderr=True)
-
-
-@app.callback()
-def _root() -> None:
-    # A callback keeps `app` a command group even while only one command is registered
-    # (as in a test that imports a single command module).
-    pass
 
 
 def _register_commands() -> None:

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.cli import app, options
+from uldkit.cli import options
+from uldkit.cli.app import app
 
 attack_app = typer.Typer(
     help="Attack an unlearned model: does what it forgot come back?", no_args_is_help=True

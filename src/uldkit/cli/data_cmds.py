@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 from uldkit.data.records import record_from_qa
 from uldkit.data.synthetic import SYNTHETIC_SPLITS, generate_world
 from uldkit.data.tofu import load_tofu

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 
 
 @app.command("demo")
@@ -40,7 +40,7 @@ def demo_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
-    from uldkit.demo import DEFAULT_METHODS, DemoConfig, run_demo
+    from uldkit.demo.run import DEFAULT_METHODS, DemoConfig, run_demo
 
     console = Console()
     methods = ",".join(DEFAULT_METHODS) if methods is None else methods

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
 from uldkit.eval.sample_journal import JournalledStages, SampleJournal, data_sha256
 from uldkit.io import atomic_write_json, atomic_write_text
-from uldkit.runinfo import prepare_out_dir, write_run_config
+from uldkit.training.run_dir import prepare_out_dir, write_run_config
 
 if TYPE_CHECKING:
     from uldkit.data.documents import DocumentSplits
@@ -88,7 +88,7 @@ def muse_command(
     # Imported here: torch and transformers would slow every other command's start.
     from uldkit.data.documents import DocumentSplits, document_texts, load_documents
     from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
-    from uldkit.models.any import load_language_model
+    from uldkit.unlearning.load import load_language_model
 
     files = (forget_docs, holdout_docs, forget_qa, retain_qa)
     if any(f is not None for f in files):
@@ -170,7 +170,7 @@ def mia_command(
 ) -> None:
     """Membership inference: per attack, forget vs holdout AUC and whether it still separates."""
     from uldkit.data.documents import load_documents
-    from uldkit.models.any import load_language_model
+    from uldkit.unlearning.load import load_language_model
 
     if (forget_docs is None) != (holdout_docs is None):
         raise ConfigError("give both --forget-docs and --holdout-docs, or neither")

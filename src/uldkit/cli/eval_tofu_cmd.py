@@ -16,7 +16,7 @@ from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
 from uldkit.io import atomic_write_json
-from uldkit.runinfo import prepare_out_dir, write_run_config
+from uldkit.training.run_dir import prepare_out_dir, write_run_config
 
 if TYPE_CHECKING:
     from uldkit.eval.tofu_eval import TofuEvalSummary
@@ -63,7 +63,7 @@ def tofu_command(
         evaluate_tofu,
         tofu_eval_sets,
     )
-    from uldkit.models.any import load_language_model
+    from uldkit.unlearning.load import load_language_model
 
     alphas = list(alpha or [])
     if len(set(alphas)) != len(alphas):
@@ -129,7 +129,7 @@ def _label(model: Path, alpha: float | None, tau: float | None) -> str:
 
 
 def _is_model_dir(path: Path) -> bool:
-    from uldkit.models.any import MANIFEST_NAME
+    from uldkit.training.run_dir import MANIFEST_NAME
 
     return path.is_dir() and ((path / "config.json").is_file() or (path / MANIFEST_NAME).is_file())
 
@@ -138,7 +138,7 @@ def _with_alpha(
     lm: LanguageModel, model: Path, alpha: float, extra: dict[str, Any], load: dict[str, Any]
 ) -> LanguageModel:
     """`lm` with another alpha: a cheap view when the model offers one, else a reload."""
-    from uldkit.models.any import load_language_model
+    from uldkit.unlearning.load import load_language_model
 
     with_settings = getattr(lm, "with_settings", None)
     if with_settings is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from uldkit.cli import app, options
+from uldkit.cli import options
+from uldkit.cli.app import app
 
 
 @app.command("finetune")
@@ -45,8 +46,8 @@ def finetune_command(
     """Fine-tune a model on QA data; saves safetensors, tokenizer and the run's record."""
     from accelerate import PartialState
 
-    from uldkit.finetune import FinetuneConfig, LoraSettings, finetune
-    from uldkit.training import TrainConfig
+    from uldkit.training.finetune import FinetuneConfig, LoraSettings, finetune
+    from uldkit.training.trainer import TrainConfig
 
     config = FinetuneConfig(
         out=str(out), data=data, splits=split, include_general=general, base_model=base_model,

@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from uldkit.cli import app, options
+from uldkit.cli import options
+from uldkit.cli.app import app
 from uldkit.errors import ConfigError
 
 
@@ -29,8 +30,8 @@ def generate_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Generate one answer per prompt; each is printed on its own line."""
-    from uldkit.models.any import load_language_model
     from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
+    from uldkit.unlearning.load import load_language_model
 
     settings: dict[str, Any] = {k: v for k, v in (("alpha", alpha), ("tau", tau))
                                 if v is not None}

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 
 if TYPE_CHECKING:
     from uldkit.methods.base import UnlearningMethod
@@ -35,7 +35,7 @@ def methods(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
 ) -> None:
     """List the unlearning methods `uldkit unlearn --method` accepts."""
-    from uldkit.methods.registry import all_methods
+    from uldkit.unlearning.catalog import all_methods
 
     infos = [method_info(cls) for cls in all_methods().values()]
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 
 
 @app.command("report")
@@ -22,7 +22,7 @@ def report(
     ),
 ) -> None:
     """Write report.md, report.html (self-contained) and tradeoff.png for the given runs."""
-    from uldkit.eval.report import render_report
+    from uldkit.report.render import render_report
 
     files = render_report(run_dirs, out, max_samples=max_samples,
                           **({} if title is None else {"title": title}))

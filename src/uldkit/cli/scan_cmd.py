@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from uldkit.cli import app
+from uldkit.cli.app import app
 from uldkit.models.scan import scan_model_dir
 
 _LINE_STYLES = {

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from uldkit.cli import app, options
+from uldkit.cli import options
+from uldkit.cli.app import app
 from uldkit.errors import ConfigError
 
 
@@ -47,8 +48,8 @@ def serve_command(
     """Serve a model: /v1/completions, /v1/chat/completions, /v1/models and a playground at /."""
     import uvicorn
 
-    from uldkit.models.any import load_language_model
     from uldkit.serve import create_app
+    from uldkit.unlearning.load import load_language_model
 
     console = Console(stderr=True)
     if threads:

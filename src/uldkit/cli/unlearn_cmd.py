@@ -9,7 +9,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from uldkit.cli import app, options
+from uldkit.cli import options
+from uldkit.cli.app import app
 from uldkit.errors import ConfigError
 
 
@@ -69,8 +70,8 @@ def unlearn_command(
     """Unlearn the forget split from a target model with any registered method."""
     from accelerate import PartialState
 
-    from uldkit.methods.registry import get_method
-    from uldkit.methods.runner import UnlearnConfig, unlearn
+    from uldkit.unlearning.catalog import get_method
+    from uldkit.unlearning.run import UnlearnConfig, unlearn
 
     method_cls = get_method(method)
     hyperparameters = parse_params(param)

@@ -52,7 +52,6 @@ from uldkit.eval.memorisation import (
 )
 from uldkit.eval.progress import SampleProgress
 from uldkit.eval.sample_journal import SampleJournal, data_sha256, describe_identity_change
-from uldkit.eval.scoring import answer_scores
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
     EXACT_MEMORISATION,
@@ -73,6 +72,7 @@ from uldkit.eval.tofu_metrics import SET_NAMES, TofuSummary, aggregate_tofu
 from uldkit.io import atomic_write_json
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
+from uldkit.models.scoring import answer_scores
 
 TOFU_GENERATION_MAX_LENGTH = 200  # TOFU's generation limit, prompt and answer tokens together
 SUMMARY_FILE = "summary.json"

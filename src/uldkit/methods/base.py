@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.types import Augmentation, DocumentDataset, QADataset
 from uldkit.models.lm import LanguageModel
-from uldkit.training import Objective, StreamData
+from uldkit.training.trainer import Objective, StreamData
 
 
 @dataclass

@@ -18,15 +18,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from uldkit.losses import forward_logits, stream_token_nll
-from uldkit.methods._editing import (
+from uldkit.methods.editing import (
     TOFU_TRAINING,
     WeightEditingMethod,
     sample_count,
     sequence_logprob,
 )
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm, answer_token_count
+from uldkit.training.losses import forward_logits, stream_token_nll
+from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 _TOFU_PAPER = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
 

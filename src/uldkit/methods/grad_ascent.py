@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from uldkit.losses import stream_token_nll
-from uldkit.methods._editing import TOFU_TRAINING, WeightEditingMethod
+from uldkit.methods.editing import TOFU_TRAINING, WeightEditingMethod
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm, answer_token_count
+from uldkit.training.losses import stream_token_nll
+from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 
 @register

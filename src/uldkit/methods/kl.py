@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from uldkit.methods._editing import TOFU_TRAINING
+from uldkit.methods.editing import TOFU_TRAINING
 from uldkit.methods.grad_ascent import GradAscent
 from uldkit.methods.registry import register
 

@@ -17,15 +17,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from uldkit.losses import forward_logits
-from uldkit.methods._editing import (
+from uldkit.methods.editing import (
     OPEN_UNLEARNING_TRAINING,
     WeightEditingMethod,
     sample_count,
     sequence_logprob,
 )
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm
+from uldkit.training.losses import forward_logits
+from uldkit.training.trainer import Batch, LossTerm
 
 # Zhang et al. (2024) and OpenUnlearning's configs/trainer/NPO.yaml: beta 0.1, both weights 1;
 # TOFU runs at lr 1e-5 for 10 epochs with batch 32.

@@ -9,7 +9,7 @@ from uldkit.errors import ConfigError
 from uldkit.methods.base import UnlearningMethod
 
 _METHODS: dict[str, type[UnlearningMethod]] = {}
-_NOT_METHODS = {"base", "registry", "runner"}
+_NOT_METHODS = {"base", "registry", "editing"}
 
 
 def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:

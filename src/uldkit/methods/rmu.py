@@ -29,11 +29,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX
 from uldkit.errors import ConfigError
-from uldkit.losses import forward_logits
-from uldkit.methods._editing import WeightEditingMethod, finite_number, frozen_copy
 from uldkit.methods.base import TrainingPlan, UnlearnData
+from uldkit.methods.editing import WeightEditingMethod, finite_number, frozen_copy
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm, StreamData
+from uldkit.training.losses import forward_logits
+from uldkit.training.trainer import Batch, LossTerm, StreamData
 
 MLP_OUTPUT_NAMES = ("mlp.down_proj.", "mlp.c_proj.", "mlp.fc2.", "mlp.dense_4h_to_h.")
 

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from uldkit.losses import stream_token_nll
-from uldkit.methods._editing import OPEN_UNLEARNING_TRAINING, WeightEditingMethod, sample_count
+from uldkit.methods.editing import OPEN_UNLEARNING_TRAINING, WeightEditingMethod, sample_count
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm
+from uldkit.training.losses import stream_token_nll
+from uldkit.training.trainer import Batch, LossTerm
 
 
 def simnpo_loss(

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 
 from uldkit.data.formatting import IGNORE_INDEX
-from uldkit.losses import forward_logits
-from uldkit.methods._editing import WeightEditingMethod
+from uldkit.methods.editing import WeightEditingMethod
 from uldkit.methods.registry import register
-from uldkit.training import Batch, LossTerm, answer_token_count
+from uldkit.training.losses import forward_logits
+from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 
 def undial_targets(ref_logits: torch.Tensor, next_tokens: torch.Tensor,

@@ -21,7 +21,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from uldkit.models.any import load_language_model
 from uldkit.models.generation import GenerationSettings
 from uldkit.models.lm import LanguageModel
 from uldkit.serve.engine import BatchEngine, Failed, Finished, Job, Piece
@@ -31,6 +30,7 @@ from uldkit.serve.openai_format import DONE, Reply, sse
 from uldkit.serve.params import CompletionParams, Limits, parse_chat, parse_completion
 from uldkit.serve.playground import playground_html
 from uldkit.serve.served import ServedModel
+from uldkit.unlearning.load import load_language_model
 
 ModelSource = str | os.PathLike | LanguageModel
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions

@@ -16,15 +16,15 @@ from uldkit.data.sources import DataSource
 from uldkit.data.synthetic import generate_world
 from uldkit.data.types import Document
 from uldkit.errors import DataError
-from uldkit.eval.scoring import mean_answer_probability
 from uldkit.io import atomic_write_json
-from uldkit.losses import NextTokenObjective
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model, load_tokenizer, save_model
+from uldkit.models.scoring import mean_answer_probability
 from uldkit.models.tiny import build_tiny_llama, check_size
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.runinfo import check_out_dir, prepare_out_dir, write_run_config
-from uldkit.training import StreamData, TrainConfig, Trainer
+from uldkit.training.losses import NextTokenObjective
+from uldkit.training.run_dir import check_out_dir, prepare_out_dir, write_run_config
+from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 
 
 @dataclass

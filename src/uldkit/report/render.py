@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uldkit.errors import DataError
-from uldkit.eval.report_data import AnswerSample, ModelResult, RunResults, load_run
-from uldkit.eval.report_plot import plot_description, tradeoff_png
-from uldkit.eval.report_tables import (
+from uldkit.io import atomic_write_bytes, atomic_write_text
+from uldkit.report.plot import plot_description, tradeoff_png
+from uldkit.report.results import AnswerSample, ModelResult, RunResults, load_run
+from uldkit.report.tables import (
     TOFU_NOTE,
     ReportTable,
     mia_table,
@@ -28,7 +29,6 @@ from uldkit.eval.report_tables import (
     relearn_table,
     results_table,
 )
-from uldkit.io import atomic_write_bytes, atomic_write_text
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"

@@ -34,9 +34,9 @@ from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.errors import ConfigError
-from uldkit.models.assistant import ZeroCopyAssistant
-from uldkit.models.combination import CombinedDecoding, LogitCombination
 from uldkit.models.lm import CausalLM, Decoding
+from uldkit.uld.assistant import ZeroCopyAssistant
+from uldkit.uld.combination import CombinedDecoding, LogitCombination
 
 DEFAULT_ALPHA = 0.8
 DEFAULT_TAU = 1e-4

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from uldkit.eval.report_data import ModelResult, RunResults
+from uldkit.report.results import ModelResult, RunResults
 
 SIGNIFICANCE = 0.05
 _ROLE_STYLE = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
-from uldkit.training import CHECKPOINT_PATTERN
+from uldkit.training.trainer import CHECKPOINT_PATTERN
 
 COMPLETE_MARKER = "COMPLETE"
 CHECKPOINTS_DIR = "checkpoints"

@@ -22,11 +22,11 @@ from uldkit.data.documents import encode_document_chunks
 from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_pairs, encode_qa
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
-from uldkit.losses import forward_logits
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
-from uldkit.models.any import MANIFEST_NAME
 from uldkit.models.loading import save_model
-from uldkit.training import Batch, LossTerm, StreamData, answer_token_count
+from uldkit.training.losses import forward_logits
+from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
 
 # TOFU (Maini et al., 2024; locuslab/tofu config/forget.yaml): lr 1e-5, 5 epochs, effective
 # batch 32, weight decay 0.01, linear schedule warmed up over the first epoch.

@@ -7,7 +7,7 @@ audit it with membership inference, and write `results.json`, a report and a sum
 - benchmark "tofu" (default): QA data; TOFU's metrics (plus exact memorisation, extraction
   strength and fluency of the forget answers), the MIA audit on the forget answers against
   held-out people's answers, and the relearning attack on every unlearned model.
-- benchmark "muse": document data (`uldkit.demo_muse`).
+- benchmark "muse": document data (`uldkit.demo.muse`).
 
 Every stage resumes: a stage whose outputs are complete is skipped when the demo is run
 again on the same DIR. `target`/`retain` use existing model directories instead of
@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from uldkit.data.sources import DataSource
-from uldkit.demo_stages import (
+from uldkit.demo.settings import (
+    BENCHMARKS,
+    DEFAULT_HOLDOUT,
+    DEFAULT_PEOPLE,
+    FINETUNE_SETTINGS,
+    RELEARN_SETTINGS,
+    DemoConfig,
+    unlearn_settings,
+)
+from uldkit.demo.stages import (
     LazyModel,
-    finetune_stage,
+    demo_models,
     given_model,
     mia_stage,
     qa_mia_texts,
@@ -36,77 +45,7 @@ from uldkit.demo_stages import (
 )
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
-from uldkit.runinfo import write_run_config
-from uldkit.training import TrainConfig
-
-DEFAULT_METHODS = ("uld", "grad_diff", "npo")
-BENCHMARKS = ("tofu", "muse")
-# People in the world and held-out people (MIA non-members) when not given, per benchmark:
-# MUSE needs more forget passages (forget10 of 100 = 10 biographies) than TOFU needs people.
-DEFAULT_PEOPLE = {"tofu": 40, "muse": 100}
-DEFAULT_HOLDOUT = {"tofu": 10, "muse": 40}
-# The relearning attack: 10% of the forget answers, 20 LoRA steps (RelearnConfig defaults).
-RELEARN_SETTINGS: dict[str, Any] = {"fraction": 0.1, "steps": 20, "lora_rank": 8,
-                                    "batch_size": 4}
-
-# Per-size training of target and retain models (measured to reach memorisation).
-FINETUNE_SETTINGS = {
-    "tiny": dict(epochs=30, lr=3e-3, batch_size=16),
-    "small": dict(epochs=30, lr=2e-3, batch_size=16),
-}
-# Demo-scale unlearning settings. The papers' defaults (e.g. lr 1e-5 for GradDiff and NPO,
-# lr 1e-3 for ULD's LoRA) are made for 7B models and barely move a tiny model trained from
-# scratch; these are the settings the method tests (tests/test_methods_unlearn.py) found to
-# unlearn the tiny target. Offset unlearning's small model is the target itself here: the
-# demo has no smaller model sharing the tokenizer, and the paper's smaller model only
-# changes cost, not the combination.
-_SMALL_STEPS = {"batch_size": 4, "warmup_ratio": 0.0}
-UNLEARN_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "uld": {"train": {"lr": 1e-2, "epochs": 20},
-            "params": {"assistant_layers": 2, "uniform_weight": 1.0, "alpha": 1.0}},
-    "grad_ascent": {"train": {"lr": 1e-3, "epochs": 3, **_SMALL_STEPS}},
-    # grad_diff, npo and npo+grad_diff keep the default warm-up: the README's demo table.
-    # Without it (as in the method tests), NPO's forget loss takes the tiny model's utility.
-    "grad_diff": {"train": {"lr": 5e-4, "epochs": 4, "batch_size": 4}},
-    "kl": {"train": {"lr": 5e-4, "epochs": 4, **_SMALL_STEPS}},
-    "npo": {"train": {"lr": 1e-3, "epochs": 5, "batch_size": 4}},
-    "npo+grad_diff": {"train": {"lr": 1e-3, "epochs": 10, "batch_size": 4}},
-    "npo+kl": {"train": {"lr": 1e-3, "epochs": 10, **_SMALL_STEPS}},
-    "simnpo": {"train": {"lr": 3e-3, "epochs": 5, **_SMALL_STEPS}},
-    "dpo": {"train": {"lr": 1e-3, "epochs": 5, **_SMALL_STEPS}},
-    "idk_dpo": {"train": {"lr": 3e-3, "epochs": 5, **_SMALL_STEPS}},
-    "idk": {"train": {"lr": 3e-3, "epochs": 5, **_SMALL_STEPS}},
-    "undial": {"train": {"lr": 1e-3, "epochs": 3, **_SMALL_STEPS}},
-    "rmu": {"train": {"lr": 1e-2, "epochs": 10, **_SMALL_STEPS},
-            "params": {"layer": 2, "alpha": 100}},
-    "offset": {"train": {"lr": 5e-4, "epochs": 4, **_SMALL_STEPS},
-               "params": {"small_model": "{target}", "loss": "grad_diff"}},
-}
-
-
-def unlearn_settings(method: str, target_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(hyperparameters, training overrides) the demo uses for `method`."""
-    settings = UNLEARN_SETTINGS.get(method, {})
-    params = {key: value.format(target=target_dir) if isinstance(value, str) else value
-              for key, value in settings.get("params", {}).items()}
-    return params, dict(settings.get("train", {}))
-
-
-@dataclass
-class DemoConfig:
-    out: str
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
-    benchmark: str = "tofu"
-    size: str = "tiny"
-    people: int | None = None  # default: DEFAULT_PEOPLE[benchmark], or the given target's
-    holdout: int | None = None  # held-out people (MIA non-members); DEFAULT_HOLDOUT
-    forget: str = "forget10"
-    seed: int = 0
-    samples_per_method: int = 5
-    max_new_tokens: int = 48
-    relearn: bool = True  # TOFU mode: the relearning attack on every unlearned model
-    target: str | None = None  # an existing target model directory: no fine-tuning
-    retain: str | None = None  # an existing retain model directory: no fine-tuning
+from uldkit.training.run_dir import write_run_config
 
 
 def resolve_config(config: DemoConfig) -> DemoConfig:
@@ -132,7 +71,7 @@ def resolve_config(config: DemoConfig) -> DemoConfig:
 
 
 def demo_methods(config: DemoConfig) -> list[str]:
-    from uldkit.methods.registry import all_methods
+    from uldkit.unlearning.catalog import all_methods
 
     known = all_methods()
     methods = list(known) if config.methods == ["all"] else list(config.methods)
@@ -143,7 +82,7 @@ def demo_methods(config: DemoConfig) -> list[str]:
 
 
 def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
-    from uldkit.eval.report import render_report
+    from uldkit.report.render import render_report
 
     config = resolve_config(config)
     methods = demo_methods(config)
@@ -152,7 +91,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
     write_run_config(out, "demo", asdict(config))
     started = time.perf_counter()
     if config.benchmark == "muse":
-        from uldkit.demo_muse import run_muse_demo
+        from uldkit.demo.muse import run_muse_demo
 
         results = run_muse_demo(config, methods, out, log)
         title = "uldkit demo: unlearning passages of the synthetic world (MUSE)"
@@ -164,23 +103,6 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
     atomic_write_json(out / "results.json", results)
     render_report([out], out / "report", title=title)
     return results
-
-
-def demo_models(config: DemoConfig, out: Path, log, target_settings: dict[str, Any],
-                retain_settings: dict[str, Any],
-                training: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """The target and retain model directories: given, or fine-tuned (resumably) with
-    `training` (default FINETUNE_SETTINGS of the size)."""
-    if config.target is not None:
-        return given_model(config.target, "target"), given_model(config.retain, "retain")
-    models = []
-    for name, settings in (("target", target_settings), ("retain", retain_settings)):
-        train = TrainConfig(seed=config.seed, description=f"fine-tuning {name}",
-                            **(training or FINETUNE_SETTINGS[config.size]))
-        models.append(finetune_stage(
-            out / name, f"{name} model", log, train=train, size=config.size,
-            people=config.people, holdout_people=config.holdout, **settings))
-    return models[0], models[1]
 
 
 def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, DataError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
-from uldkit.methods.registry import get_method
 from uldkit.models.loading import load_model
-from uldkit.runinfo import check_out_dir, prepare_out_dir, write_run_config
-from uldkit.training import TrainConfig, Trainer
+from uldkit.training.run_dir import check_out_dir, prepare_out_dir, write_run_config
+from uldkit.training.trainer import TrainConfig, Trainer
+from uldkit.unlearning.catalog import get_method
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from uldkit.eval.mia import MARGIN
-from uldkit.eval.report_data import AttackAuc, ModelResult, RunResults
+from uldkit.report.results import AttackAuc, ModelResult, RunResults
 
 ROLE_LABELS = {"target": "target (before unlearning)", "retain": "retain (never saw forget set)"}
 TOFU_COLUMNS = ("Model", "Forget quality", "Model utility", "Forget ROUGE", "Forget Prob.")

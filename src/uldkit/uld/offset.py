@@ -10,7 +10,7 @@ scores, and only the small model learns; the loss's reference model is the targe
 (the combination before training, when the offset is zero). The target is never changed,
 and what is saved is the unlearned small model beside a manifest naming the target and the
 frozen small model. Scoring and decoding run all three models, each with its own KV cache,
-through `uldkit.models.combination.LogitCombination`.
+through `uldkit.uld.combination.LogitCombination`.
 
 Defaults: `loss` grad_diff, `scale` 1; training as TOFU's (the paper's benchmark).
 Other hyperparameters are passed to the chosen loss (e.g. beta for npo, lora=true to train
@@ -30,14 +30,14 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write_json
-from uldkit.methods._editing import TOFU_TRAINING, WeightEditingMethod, frozen_copy
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.editing import TOFU_TRAINING, WeightEditingMethod, frozen_copy
 from uldkit.methods.registry import get_method, register
-from uldkit.models.any import MANIFEST_NAME
-from uldkit.models.combination import LogitCombination
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.loading import load_model, save_model
+from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.uld.combination import LogitCombination
 
 SMALL_DIR = "small_unlearned"
 OWN_HYPERPARAMETERS: dict[str, Any] = {"small_model": None, "loss": "grad_diff", "scale": 1.0}

@@ -23,10 +23,11 @@ from typing import Any
 from uldkit.data.documents import DocumentSplits, document_texts, synthetic_document_splits
 from uldkit.data.synthetic import generate_world
 from uldkit.data.tofu import retain_split_for
-from uldkit.demo import UNLEARN_SETTINGS, demo_models
-from uldkit.demo_stages import (
+from uldkit.demo.settings import UNLEARN_SETTINGS
+from uldkit.demo.stages import (
     LazyModel,
     MiaTexts,
+    demo_models,
     mia_stage,
     train_seconds,
     unlearn_stage,
@@ -78,7 +79,7 @@ def muse_unlearn_settings(method: str, target_dir: Path) -> tuple[dict[str, Any]
 
 def cannot_take_passages(method: str) -> str | None:
     """Why `method` cannot unlearn a document forget set, or None."""
-    from uldkit.methods.registry import get_method
+    from uldkit.unlearning.catalog import get_method
 
     if get_method(method).needs_refusals:
         return "answers each forget question with a refusal; passages have no question"

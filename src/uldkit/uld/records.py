@@ -19,9 +19,9 @@ from transformers import PreTrainedModel
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write, atomic_write_json, atomic_write_text
-from uldkit.models.any import MANIFEST_NAME
-from uldkit.models.assistant import AssistantLora
 from uldkit.models.fingerprint import weight_fingerprint
+from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.uld.assistant import AssistantLora
 
 ADAPTER_FILE = "adapter.safetensors"
 HISTORY_FILE = "forget_history.jsonl"

@@ -12,7 +12,7 @@ confident on retain people it had never seen, and the retain set's answer probab
 to 0.67-0.84 of the target's; with all 180 it stayed at 0.98-1.0.
 
 The target's weights are never changed: the assistant is LoRA on the target's first K
-layers (see `uldkit.models.assistant`). With `assistant=DIR` a further forget request
+layers (see `uldkit.uld.assistant`). With `assistant=DIR` a further forget request
 continues DIR's adapters on the union of all requests so far.
 """
 
@@ -29,8 +29,21 @@ from uldkit.data.documents import encode_document_chunks
 from uldkit.data.formatting import IGNORE_INDEX, encode_pairs
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
-from uldkit.losses import forward_logits, stream_token_nll
-from uldkit.methods._uld_records import (
+from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.registry import register
+from uldkit.models.lm import LanguageModel
+from uldkit.models.loading import load_model
+from uldkit.training.losses import forward_logits, stream_token_nll
+from uldkit.training.run_dir import read_manifest
+from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
+from uldkit.uld.assistant import AssistantLora, ZeroCopyAssistant
+from uldkit.uld.logit_difference import (
+    DEFAULT_ALPHA,
+    DEFAULT_TAU,
+    LogitDifferenceModel,
+    check_settings,
+)
+from uldkit.uld.records import (
     AssistantManifest,
     ForgetRequest,
     TargetIdentity,
@@ -38,19 +51,6 @@ from uldkit.methods._uld_records import (
     read_history,
     write_assistant,
 )
-from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
-from uldkit.methods.registry import register
-from uldkit.models.any import read_manifest
-from uldkit.models.assistant import AssistantLora, ZeroCopyAssistant
-from uldkit.models.lm import LanguageModel
-from uldkit.models.loading import load_model
-from uldkit.models.logit_difference import (
-    DEFAULT_ALPHA,
-    DEFAULT_TAU,
-    LogitDifferenceModel,
-    check_settings,
-)
-from uldkit.training import Batch, LossTerm, StreamData, answer_token_count
 
 DEFAULT_RETAIN_COUNT = 400
 # name -> (type, default); None means derived: K from the depth, n as the module says.

@@ -15,9 +15,11 @@ from typing import Any
 
 from uldkit.data.synthetic import SyntheticWorld
 from uldkit.data.types import QAPair
+from uldkit.demo.settings import FINETUNE_SETTINGS, DemoConfig
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
 from uldkit.models.lm import LanguageModel
+from uldkit.training.trainer import TrainConfig
 
 Log = Callable[[str], None]
 MIA_SUMMARY = "mia_summary.json"
@@ -32,7 +34,7 @@ class LazyModel:
 
     def __call__(self) -> LanguageModel:
         if self._lm is None:
-            from uldkit.models.any import load_language_model
+            from uldkit.unlearning.load import load_language_model
 
             self._lm = load_language_model(self.path)
         return self._lm
@@ -48,7 +50,7 @@ def train_seconds(model_dir: Path, summary_name: str = "train_summary.json") -> 
 
 def finetune_stage(model_dir: Path, description: str, log: Log, **settings: Any) -> Path:
     """Fine-tune into model_dir unless it holds a finished model (FinetuneConfig settings)."""
-    from uldkit.finetune import FinetuneConfig, finetune
+    from uldkit.training.finetune import FinetuneConfig, finetune
 
     if not (model_dir / "train_summary.json").exists():
         log(f"[demo] fine-tuning the {description}")
@@ -77,7 +79,7 @@ def unlearn_stage(method: str, target_dir: Path, method_dir: Path, log: Log,
                   **settings: Any) -> float | None:
     """Unlearn with `method` unless method_dir holds a finished result (UnlearnConfig
     settings); returns the training time."""
-    from uldkit.methods.runner import UnlearnConfig, unlearn
+    from uldkit.unlearning.run import UnlearnConfig, unlearn
 
     if not (method_dir / "unlearn_summary.json").exists():
         log(f"[demo] unlearning with {method}")
@@ -147,3 +149,20 @@ def relearn_stage(method: str, method_dir: Path, target_dir: Path, attack_dir: P
     return relearn_attack(RelearnConfig(model=str(method_dir), out=str(attack_dir),
                                         original=str(target_dir), **settings),
                           overwrite=attack_dir.exists(), show_progress=False)
+
+
+def demo_models(config: DemoConfig, out: Path, log, target_settings: dict[str, Any],
+                retain_settings: dict[str, Any],
+                training: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """The target and retain model directories: given, or fine-tuned (resumably) with
+    `training` (default FINETUNE_SETTINGS of the size)."""
+    if config.target is not None:
+        return given_model(config.target, "target"), given_model(config.retain, "retain")
+    models = []
+    for name, settings in (("target", target_settings), ("retain", retain_settings)):
+        train = TrainConfig(seed=config.seed, description=f"fine-tuning {name}",
+                            **(training or FINETUNE_SETTINGS[config.size]))
+        models.append(finetune_stage(
+            out / name, f"{name} model", log, train=train, size=config.size,
+            people=config.people, holdout_people=config.holdout, **settings))
+    return models[0], models[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from uldkit.data.collate import token_nll
-from uldkit.training import Batch, LossTerm, answer_token_count
+from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 
 def forward_logits(model: torch.nn.Module, stream: dict[str, torch.Tensor]) -> torch.Tensor:

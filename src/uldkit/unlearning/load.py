@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,21 +9,8 @@ from typing import Any
 from uldkit.errors import ModelError
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.loading import load_model
-
-MANIFEST_NAME = "uldkit_model.json"
-
-
-def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
-    file = Path(path) / MANIFEST_NAME
-    if not file.exists():
-        return None
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"{file}: not valid JSON ({err})") from None
-    if not isinstance(manifest, dict) or "kind" not in manifest:
-        raise ModelError(f"{file}: missing field 'kind'")
-    return manifest
+from uldkit.training.run_dir import read_manifest
+from uldkit.unlearning.catalog import get_method
 
 
 def load_language_model(
@@ -47,8 +33,6 @@ def load_language_model(
         model, tokenizer = load_model(path, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                       trust_remote_code=trust_remote_code)
         return CausalLM(model, tokenizer, name=Path(path).name)
-    from uldkit.methods.registry import get_method
-
     method = get_method(manifest["kind"])
     return method.load(Path(path), manifest, device=device, allow_pickle=allow_pickle,
                        trust_remote_code=trust_remote_code, **settings)

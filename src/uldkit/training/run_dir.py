@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -10,8 +11,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from uldkit.errors import ConfigError
+from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write_json
+
+MANIFEST_NAME = "uldkit_model.json"
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
+    file = Path(path) / MANIFEST_NAME
+    if not file.exists():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or "kind" not in manifest:
+        raise ModelError(f"{file}: missing field 'kind'")
+    return manifest
+
 
 TRACKED_PACKAGES = ("uldkit", "torch", "transformers", "peft", "accelerate", "safetensors",
                     "tokenizers", "scipy", "rouge-score", "numpy")

@@ -1,0 +1,1 @@
+"""The end-to-end story on the synthetic world: `uldkit demo`."""

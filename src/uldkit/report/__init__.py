@@ -1,0 +1,1 @@
+"""Results to tables, plots and an HTML/Markdown report."""

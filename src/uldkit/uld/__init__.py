@@ -1,0 +1,1 @@
+"""ULD itself: the zero-copy assistant, the logit difference, and offset unlearning."""
