@@ -40,7 +40,8 @@ def demo_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
-    from uldkit.demo.run import DEFAULT_METHODS, DemoConfig, run_demo
+    from uldkit.demo.run import run_demo
+    from uldkit.demo.settings import DEFAULT_METHODS, DemoConfig
 
     console = Console()
     methods = ",".join(DEFAULT_METHODS) if methods is None else methods
