@@ -29,6 +29,7 @@ def _register_commands() -> None:
         eval_tofu_cmd,
         finetune_cmd,
         generate_cmd,
+        harness_cmd,
         methods_cmd,
         report_cmd,
         scan_cmd,

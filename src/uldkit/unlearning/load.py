@@ -36,3 +36,21 @@ def load_language_model(
     method = get_method(manifest["kind"])
     return method.load(Path(path), manifest, device=device, allow_pickle=allow_pickle,
                        trust_remote_code=trust_remote_code, **settings)
+
+
+def load_for_transformers(
+    path: str | os.PathLike,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) as transformers objects, for tools that take one (lm-eval's HFLM,
+    `pipeline`): a plain model as it is; ULD and offset runs as their transformers-native
+    model class."""
+    manifest = read_manifest(path)
+    if manifest is None or manifest["kind"] == "plain":
+        return load_model(path, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code)
+    raise ModelError(f"'{path}' is a {manifest['kind']} run; it has no transformers model class yet")
