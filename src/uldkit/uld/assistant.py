@@ -50,6 +50,9 @@ from uldkit.models.decoder_stack import DecoderStack, check_causal_lm, find_deco
 # Batch sizes of the check that learns which layer arguments carry the batch: doubled, 6
 # and 10 rows, then 4 and 14; head counts are mostly powers of two.
 PROBE_ROWS = (3, 5, 2, 7)
+Place = tuple[object, ...]  # a layer argument: its position or name, then tuple indices
+# The paired pass's rules for one model: the places that carry the batch, the places checked.
+PairedRules = tuple[frozenset[Place], frozenset[Place]]
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ class ZeroCopyAssistant(nn.Module):
         self._lora_parameters = [p for n, p in self.named_parameters() if "lora_" in n]
         self._flag_switch = all(isinstance(getattr(m, "_disable_adapters", None), bool)
                                 for m in self._adapted)
-        self._paired_checks: dict[tuple[object, ...], object] = {}
+        self._paired_checks: dict[tuple[object, ...], PairedRules | None] = {}
 
     # ---- the two passes -------------------------------------------------------------------
     @property
@@ -266,7 +269,7 @@ class ZeroCopyAssistant(nn.Module):
             self._row_gate.value, self._row_gate.tokens = None, 1
         return logits[:rows], logits[rows:]
 
-    def _row_plan(self) -> tuple[frozenset[Place], frozenset[Place]] | None:
+    def _row_plan(self) -> PairedRules | None:
         """Which arguments of layers [K, N) carry the batch, and which the check met (None:
         no paired pass), learned once per attention implementation, dtype and device."""
         weight = self.target.get_input_embeddings().weight
@@ -277,13 +280,13 @@ class ZeroCopyAssistant(nn.Module):
         return self._paired_checks[key]
 
     @torch.no_grad()
-    def _learn_row_plan(self) -> tuple[frozenset[Place], frozenset[Place]] | None:
+    def _learn_row_plan(self) -> PairedRules | None:
         """The layer arguments whose first dimension is the doubled batch at two batch sizes
         (a head count or a length may equal one of them, hardly both; a size whose cut
         breaks the family's code is skipped); then the paired pass
         against the two passes on a left-padded batch, prompt and one cached step, with
         random adapters (restored afterwards)."""
-        was_training = self.training
+        modes = [(module, module.training) for module in self.modules()]
         saved = [p.detach().clone() for p in self._lora_parameters]
         generator = torch.Generator().manual_seed(0)
         self.eval()
@@ -310,7 +313,8 @@ class ZeroCopyAssistant(nn.Module):
         finally:
             for param, value in zip(self._lora_parameters, saved):
                 param.copy_(value)
-            self.train(was_training)
+            for module, training in modes:
+                module.training = training
 
     def _random_ids(self, rows: int, tokens: int, generator: torch.Generator) -> torch.Tensor:
         embeddings = self.target.get_input_embeddings().weight
@@ -343,7 +347,7 @@ class ZeroCopyAssistant(nn.Module):
             results.append((target, self(**common, cache=caches[1]).logits, real))
         return results
 
-    def _paired_matches_separate(self, rules: tuple[frozenset[Place], frozenset[Place]],
+    def _paired_matches_separate(self, rules: PairedRules,
                                  generator: torch.Generator) -> bool:
         state = generator.get_state()
         paired = self._exercise(2, generator, _RowPlan(*rules))
@@ -390,9 +394,6 @@ class TargetPass(nn.Module):
     def forward(self, **kwargs: object) -> CausalLMOutputWithPast:
         with self.assistant.adapters_disabled():
             return self.assistant.target(**kwargs)
-
-
-Place = tuple[object, ...]  # a layer argument: its position or name, then tuple indices
 
 
 class _Stash:
