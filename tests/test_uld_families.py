@@ -4,10 +4,12 @@ Each family is built from transformers' own config class (2 layers, hidden 32, a
 byte-level BPE vocabulary trained here), saved, and taken through:
 - the cut: the assistant with K = 1 gives the logits of a 1-layer model of the same family
   built by transformers from the same weights;
-- exactness: with K = N and zero adapters the assistant's logits are the target's;
-- ULD through `uldkit unlearn` (two steps), reloaded with `load_language_model`; with
-  alpha = 0 its greedy output is the target's, with and without a KV cache, and the paired
-  pass (when the family takes it) gives the two separate passes' scores;
+- exactness: with K = N and zero adapters the assistant's logits are the target's, and the
+  logit-difference model's greedy output with alpha = 0 is the target's, with and without a
+  KV cache;
+- ULD through `uldkit unlearn` (two steps), reloaded with `load_language_model`: the same
+  greedy check holds for the trained K = 1 assistant, and its scores (alpha 1) from the
+  paired pass, where the family takes it, equal those of the two separate passes;
 - a baseline (grad_diff, two steps) through the same command.
 The models are random: these tests check mechanics and exactness, not forgetting.
 """
@@ -187,17 +189,19 @@ def test_uld_on_family(family, tokenizer, prompts, tmp_path_factory):
     model, _ = load_model(str(target_dir), device="cpu")
     whole = ZeroCopyAssistant(model, len(cut.stack)).eval()
     assert (_logits(whole, ids, mask) - full)[real].abs().max() < 1e-5
+    target = load_language_model(str(target_dir))
+    expected = _greedy_both_ways(target, prompts)
+    assert _greedy_both_ways(LogitDifferenceModel(whole, tokenizer, alpha=0.0), prompts) == expected
 
     # ULD through the command, reloaded as users load it.
     out = root / "uld"
     main(["unlearn", "--method", "uld", "--model", str(target_dir), "--out", str(out),
           *UNLEARN_ARGS, "--param", "retain_count=8", "--lr", "1e-2"])
-    target = load_language_model(str(target_dir))
     uld = load_language_model(str(out), alpha=0.0)
     assert isinstance(uld, LogitDifferenceModel) and uld.assistant.num_layers == 1
     assert any(p.abs().sum() > 0 for n, p in uld.assistant.named_parameters() if "lora_B" in n)
     assert uld.assistant.supports_paired_forward == (family not in TWO_PASSES)
-    assert _greedy_both_ways(uld, prompts) == _greedy_both_ways(target, prompts)
+    assert _greedy_both_ways(uld, prompts) == expected
     unlearned = uld.with_settings(alpha=1.0, tau=0.0)
     separate = LogitCombination(unlearned.members, unlearned.combine, tokenizer, uld.device)
     with torch.no_grad():
