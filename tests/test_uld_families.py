@@ -95,7 +95,7 @@ FAMILIES: dict[str, tuple[type, dict[str, Any]]] = {
 # run the two passes (checked on the model, not listed anywhere in uldkit).
 TWO_PASSES = {"bloom"}  # ALiBi handed to each layer as [batch x heads, 1, keys]
 UNLEARN_ARGS = ["--people", str(PEOPLE), "--forget", "forget10", "--epochs", "1",
-                "--batch-size", "16", "--max-length", "48", "--device", "cpu"]
+                "--max-length", "48", "--device", "cpu"]
 
 
 def _config(family: str, layers: int | None = None) -> Any:
@@ -196,7 +196,7 @@ def test_uld_on_family(family, tokenizer, prompts, tmp_path_factory):
     # ULD through the command, reloaded as users load it.
     out = root / "uld"
     main(["unlearn", "--method", "uld", "--model", str(target_dir), "--out", str(out),
-          *UNLEARN_ARGS, "--param", "retain_count=8", "--lr", "1e-2"])
+          *UNLEARN_ARGS, "--batch-size", "16", "--param", "retain_count=8", "--lr", "1e-2"])
     uld = load_language_model(str(out), alpha=0.0)
     assert isinstance(uld, LogitDifferenceModel) and uld.assistant.num_layers == 1
     assert any(p.abs().sum() > 0 for n, p in uld.assistant.named_parameters() if "lora_B" in n)
@@ -214,7 +214,7 @@ def test_uld_on_family(family, tokenizer, prompts, tmp_path_factory):
     # A baseline through the same command edits the weights and still generates.
     baseline = root / "grad_diff"
     main(["unlearn", "--method", "grad_diff", "--model", str(target_dir),
-          "--out", str(baseline), *UNLEARN_ARGS])
+          "--out", str(baseline), *UNLEARN_ARGS, "--batch-size", "5", "--grad-accum", "1"])
     edited = load_language_model(str(baseline))
     assert isinstance(edited, CausalLM)
     assert weight_fingerprint(edited.model) != weight_fingerprint(target.model)
