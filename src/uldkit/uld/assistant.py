@@ -46,13 +46,18 @@ from transformers.pytorch_utils import Conv1D
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ConfigError, ModelError
 from uldkit.models.decoder_stack import DecoderStack, check_causal_lm, find_decoder_stack
+from uldkit.uld.paired_rows import (
+    PairedRules,
+    RowPlan,
+    Stash,
+    TargetRowsOnly,
+    close,
+    doubled,
+)
 
 # Batch sizes of the check that learns which layer arguments carry the batch: doubled, 6
 # and 10 rows, then 4 and 14; head counts are mostly powers of two.
 PROBE_ROWS = (3, 5, 2, 7)
-Place = tuple[object, ...]  # a layer argument: its position or name, then tuple indices
-# The paired pass's rules for one model: the places that carry the batch, the places checked.
-PairedRules = tuple[frozenset[Place], frozenset[Place]]
 
 
 @dataclass(frozen=True)
@@ -239,20 +244,20 @@ class ZeroCopyAssistant(nn.Module):
             raise ModelError(f"{type(self.target).__name__} cannot take ULD's paired pass; "
                              "run the target and the assistant separately")
         return self._paired(input_ids, attention_mask, position_ids, past_key_values,
-                            use_cache, logits_to_keep, _RowPlan(*rules))
+                            use_cache, logits_to_keep, RowPlan(*rules))
 
     def _paired(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None, cache: Cache | None, use_cache: bool,
-        logits_to_keep: int, plan: _RowPlan,
+        logits_to_keep: int, plan: RowPlan,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows, tokens = input_ids.shape
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)[:, -tokens:]
         position_ids = position_ids.expand(rows, -1)
         layers = list(self._stack.layers)
-        stash = _Stash()
-        tail = [_TargetRowsOnly(layer, rows, stash, plan, first=index == self.num_layers,
+        stash = Stash()
+        tail = [TargetRowsOnly(layer, rows, stash, plan, first=index == self.num_layers,
                                 last=index == self.depth - 1)
                 for index, layer in enumerate(layers[self.num_layers:], start=self.num_layers)]
         gate = torch.ones(2 * rows, device=input_ids.device)
@@ -261,8 +266,8 @@ class ZeroCopyAssistant(nn.Module):
         try:
             with self._stack.replaced(layers[:self.num_layers] + tail):
                 logits = self.target(
-                    input_ids=_doubled(input_ids), attention_mask=_doubled(attention_mask),
-                    position_ids=_doubled(position_ids), cache=cache, use_cache=use_cache,
+                    input_ids=doubled(input_ids), attention_mask=doubled(attention_mask),
+                    position_ids=doubled(position_ids), cache=cache, use_cache=use_cache,
                     logits_to_keep=logits_to_keep,
                 ).logits
         finally:
@@ -295,7 +300,7 @@ class ZeroCopyAssistant(nn.Module):
                 param.copy_(0.1 * torch.randn(param.shape, generator=generator))
             plans = []
             for rows in PROBE_ROWS:
-                plan = _RowPlan()
+                plan = RowPlan()
                 try:
                     self._exercise(rows, generator, plan)
                 except Exception:  # noqa: BLE001 - a size that clashed with another dimension
@@ -321,7 +326,7 @@ class ZeroCopyAssistant(nn.Module):
         ids = torch.randint(0, embeddings.shape[0], (rows, tokens), generator=generator)
         return ids.to(embeddings.device)
 
-    def _exercise(self, rows: int, generator: torch.Generator, plan: _RowPlan | None = None,
+    def _exercise(self, rows: int, generator: torch.Generator, plan: RowPlan | None = None,
                   ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """A left-padded prompt and one cached step through the paired pass (with `plan`)
         or, without one, through the two passes: [(logits, logits, real positions)]."""
@@ -350,10 +355,10 @@ class ZeroCopyAssistant(nn.Module):
     def _paired_matches_separate(self, rules: PairedRules,
                                  generator: torch.Generator) -> bool:
         state = generator.get_state()
-        paired = self._exercise(2, generator, _RowPlan(*rules))
+        paired = self._exercise(2, generator, RowPlan(*rules))
         generator.set_state(state)
         separate = self._exercise(2, generator)
-        return all(_close(got[real], expected[real])
+        return all(close(got[real], expected[real])
                    for (*gots, real), (*expecteds, _) in zip(paired, separate)
                    for got, expected in zip(gots, expecteds))
 
@@ -394,103 +399,6 @@ class TargetPass(nn.Module):
     def forward(self, **kwargs: object) -> CausalLMOutputWithPast:
         with self.assistant.adapters_disabled():
             return self.assistant.target(**kwargs)
-
-
-class _Stash:
-    """The assistant rows of the doubled batch, set aside while layers [K, N) run."""
-
-    rows: torch.Tensor | None = None
-
-
-class _RowPlan:
-    """Which layer arguments (by position or name, then index inside tuples) carry the
-    doubled batch (`keys`), among all the tensor arguments the check met (`known`).
-
-    Learning (`keys` None): every tensor whose first dimension is the doubled batch is cut,
-    and its place recorded in `batch`; every tensor's place in `seen`. In use, a tensor at a
-    place the check never met, shaped like the doubled batch, stops the pass: cutting it or
-    not would be a guess."""
-
-    def __init__(self, keys: frozenset[Place] | None = None,
-                 known: frozenset[Place] = frozenset()) -> None:
-        self.keys = keys
-        self.known = known
-        self.batch: set[Place] = set()
-        self.seen: set[Place] = set()
-
-    def target_rows(self, value: object, rows: int, place: Place) -> object:
-        if isinstance(value, (tuple, list)):
-            return type(value)(self.target_rows(item, rows, (*place, index))
-                               for index, item in enumerate(value))
-        if not isinstance(value, torch.Tensor):
-            return value
-        self.seen.add(place)
-        if not (value.dim() > 0 and value.shape[0] == 2 * rows):
-            return value
-        if self.keys is None:
-            self.batch.add(place)
-        elif place not in self.keys:
-            if place not in self.known:
-                raise ModelError(f"ULD's paired pass met a layer argument it has not checked "
-                                 f"({'.'.join(map(str, place))})")
-            return value
-        return value[:rows]
-
-
-class _TargetRowsOnly(nn.Module):
-    """A decoder layer of [K, N) in the paired pass: it runs on the target rows only.
-
-    The model's forward hands every layer arguments for the doubled batch (masks, position
-    embeddings, position ids); those that carry the batch are cut to the target rows. The
-    first such layer sets the assistant rows aside, the last puts them back below the target
-    rows, for the final norm and the LM head."""
-
-    def __init__(self, layer: nn.Module, rows: int, stash: _Stash, plan: _RowPlan,
-                 first: bool, last: bool) -> None:
-        super().__init__()
-        self.layer = layer
-        self.rows, self.first, self.last = rows, first, last
-        object.__setattr__(self, "stash", stash)
-        object.__setattr__(self, "plan", plan)
-
-    def __getattr__(self, name: str) -> object:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:  # the model may read the layer's own attributes
-            return getattr(self._modules["layer"], name)
-
-    def forward(self, *args: object, **kwargs: object) -> object:
-        if self.first:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            assert isinstance(hidden, torch.Tensor)
-            self.stash.rows = hidden[self.rows:]
-            hidden = hidden[:self.rows]
-            if args:
-                args = (hidden, *args[1:])
-            else:
-                kwargs["hidden_states"] = hidden
-        args = tuple(self.plan.target_rows(value, self.rows, (index,))
-                     for index, value in enumerate(args))
-        kwargs = {name: self.plan.target_rows(value, self.rows, (name,))
-                  for name, value in kwargs.items()}
-        output = self.layer(*args, **kwargs)
-        if not self.last:
-            return output
-        assert self.stash.rows is not None
-        if isinstance(output, tuple):
-            return (torch.cat([output[0], self.stash.rows]), *output[1:])
-        return torch.cat([output, self.stash.rows])
-
-
-def _doubled(tensor: torch.Tensor) -> torch.Tensor:
-    """The batch twice over (target rows, then assistant rows)."""
-    return torch.cat([tensor, tensor])
-
-
-def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
-    tolerance = 1e-4 if expected.dtype in (torch.float32, torch.float64) else 3e-2
-    scale = 1 + expected.float().abs().max().item()
-    return bool((got.float() - expected.float()).abs().max().item() <= tolerance * scale)
 
 
 def _adapted_layer_names(model: nn.Module, stack: DecoderStack,
