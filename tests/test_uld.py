@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import LlamaForSequenceClassification
 
 from uldkit.cli import main
 from uldkit.cli.unlearn_cmd import parse_params
@@ -184,12 +185,13 @@ def test_assistant_shares_the_target_weights_and_trains_only_lora(trained_world)
 
 def test_assistant_refuses_what_it_cannot_serve(trained_world):
     model, _ = load_model(trained_world.target)
-    with pytest.raises(ModelError, match="between 1 and 4"):
-        ZeroCopyAssistant(model, 5)
-    model.config.model_type = "gemma"
-    with pytest.raises(ModelError, match="model type 'gemma'"):
-        ZeroCopyAssistant(model)
-    model.config.model_type = "llama"
+    for layers in (5, 0):
+        with pytest.raises(ConfigError, match="between 1 and 4"):
+            ZeroCopyAssistant(model, layers)
+    classifier = LlamaForSequenceClassification(model.config)
+    with pytest.raises(ModelError, match="LlamaForSequenceClassification .model type 'llama'. "
+                                         "is not one"):
+        ZeroCopyAssistant(classifier)
     ZeroCopyAssistant(model)
     with pytest.raises(ModelError, match="already carries adapters"):
         ZeroCopyAssistant(model)

@@ -20,7 +20,6 @@ written to disk.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
+from transformers.pytorch_utils import Conv1D
 
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.decoder_stack import DecoderStack
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.uld.assistant import seeded_initialisation
 from uldkit.uld.combination import LogitCombination
@@ -44,7 +45,6 @@ ATTACK_DESCRIPTIONS = {
     "uld": "LoRA on the target under the fixed assistant",
     "offset": "LoRA on the target under the fixed small models",
 }
-_DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+\.")
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _attack_uld(lm: LogitDifferenceModel, config: dict, seed: int) -> Attackable
         raise ModelError(f"the ULD assistant should have one adapter, not {assistant_adapters}")
     with seeded_initialisation(seed, assistant.target):
         assistant.peft_model.add_adapter(
-            ATTACK_ADAPTER, LoraConfig(target_modules=_decoder_linear_names(assistant.target),
+            ATTACK_ADAPTER, LoraConfig(target_modules=_decoder_linear_names(assistant.target, assistant.stack),
                                        **config))
     assistant.eval()
     # add_adapter marks every adapter trainable: only the attacker's may be.
@@ -181,12 +181,13 @@ def _peft_on(model: nn.Module, config: LoraConfig, seed: int) -> nn.Module:
     return peft_model
 
 
-def _decoder_linear_names(model: nn.Module) -> list[str]:
-    """The decoder layers' linear projections (an adapted one by its wrapper's name)."""
+def _decoder_linear_names(model: nn.Module, stack: DecoderStack) -> list[str]:
+    """The decoder layers' linear projections (an adapted one by its wrapper's name; GPT-2's
+    Conv1D included)."""
     names = set()
     for name, module in model.named_modules():
         parts = name.split(".")
-        if (not isinstance(module, nn.Linear) or not _DECODER_LAYER.search(name)
+        if (not isinstance(module, (nn.Linear, Conv1D)) or stack.layer_index(name) is None
                 or any(part.startswith("lora_") for part in parts)):
             continue
         names.add(".".join(parts[:-1]) if parts[-1] == "base_layer" else name)

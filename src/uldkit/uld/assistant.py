@@ -3,24 +3,32 @@
 The target is wrapped once, in place, with PEFT LoRA adapters on every linear layer of its
 first K decoder layers. Two passes then share every frozen tensor:
 
-- the assistant pass: embedding -> layers [0, K) with adapters -> the target's final norm ->
-  the target's LM head; layers K..N are never run;
+- the assistant pass: the target's own forward with its layer list cut to the first K
+  layers, adapters on: embeddings -> layers [0, K) -> the target's final norm -> LM head;
 - the target pass: the whole model with the adapters switched off.
 
-The only tensors the assistant owns are the adapters. Switching adapters off and on is a
-flag on each adapted layer, so one object must not serve two forward passes at once from
-different threads.
+Both run the model's own transformers code, whatever its family: scaled embeddings, learned
+or rotary positions, ALiBi, sliding windows, parallel blocks, MoE layers, soft-capped or
+scaled logits and tied embeddings come out as the family computes them. The decoder layer
+list is found generically (`uldkit.models.decoder_stack`). The only tensors the assistant
+owns are the adapters. Switching adapters off and on, and cutting the layer list, change
+the model for the duration of a pass, so one object must not serve two forward passes at
+once from different threads.
 
-At inference the two passes can also run as one (`paired_forward`): layers [0, K) run once on
-a doubled batch, target rows first, and each adapter's input is multiplied by a row gate (0
-on target rows, 1 on assistant rows), so target rows get exactly the base layer's output.
-The target rows then go on alone through layers [K, N). Each frozen weight of the first K
-layers is read once per step instead of twice, and the per-layer overhead of a small batch
-is paid once: decoding at batch 1 costs barely more than the target alone.
+At inference the two passes can also run as one (`paired_forward`): the model's forward
+runs once on a doubled batch, target rows first; each adapter's input is multiplied by a row
+gate (0 on target rows, 1 on assistant rows), so target rows get exactly the base layer's
+output, and layers [K, N) are wrapped to run on the target rows alone while the assistant
+rows wait for the final norm and LM head. Each frozen weight of the first K layers is read
+once per step instead of twice, and the per-layer overhead of a small batch is paid once.
+Whether a family's code takes the doubled batch is checked on the model itself, once per
+attention implementation and dtype, against the two separate passes (with random adapters,
+so a gate that leaks shows); where it does not, the two passes run instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,23 +38,26 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, get_layer_types_and_kwargs
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.pytorch_utils import Conv1D
 
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.decoder_stack import DecoderStack, check_causal_lm, find_decoder_stack
+from uldkit.uld.paired_rows import (
+    PairedRules,
+    RowPlan,
+    Stash,
+    TargetRowsOnly,
+    close,
+    doubled,
+)
 
-# Model types whose decoder forward is exactly: embed -> layers (full or sliding-window causal
-# masks, rotary position embeddings) -> final norm -> LM head, with no scaling in between.
-# Others (Gemma's scaled embeddings, Granite's multipliers, soft-capped logits) would give
-# silently wrong assistant scores, so they are refused.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "olmo2", "phi3")
-MASK_BUILDERS = {
-    "full_attention": create_causal_mask,
-    "sliding_attention": create_sliding_window_causal_mask,
-}
+# Batch sizes of the check that learns which layer arguments carry the batch: doubled, 6
+# and 10 rows, then 4 and 14; head counts are mostly powers of two.
+PROBE_ROWS = (3, 5, 2, 7)
 
 
 @dataclass(frozen=True)
@@ -68,10 +79,14 @@ class AssistantLora:
 
 
 class RowGate:
-    """What the gated adapter inputs of one assistant are multiplied by (None: nothing)."""
+    """What the gated adapter inputs of one assistant are multiplied by (None: nothing).
+
+    `value` holds one factor per row of the doubled batch; `tokens` is the number of tokens
+    per row, for adapted layers that see the batch flattened to one row per token."""
 
     def __init__(self) -> None:
         self.value: torch.Tensor | None = None
+        self.tokens = 1
 
 
 class GatedDropout(nn.Module):
@@ -85,7 +100,15 @@ class GatedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x)
         gate = self.gate.value
-        return x if gate is None else x * gate.to(x.dtype)
+        if gate is None:
+            return x
+        rows = gate.shape[0]
+        if x.shape[0] == rows * self.gate.tokens and x.shape[0] != rows:
+            gate = gate.repeat_interleave(self.gate.tokens)  # one row per token
+        elif x.shape[0] != rows:
+            raise ModelError(f"an adapted layer saw {x.shape[0]} rows in a paired pass of "
+                             f"{rows} rows")
+        return x * gate.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
 @contextmanager
@@ -103,32 +126,14 @@ def default_assistant_layers(depth: int) -> int:
     return max(1, depth // 4)
 
 
-def decoder_parts(model: PreTrainedModel) -> nn.Module:
-    """The decoder stack (`model.model`) after checking it has the structure ULD relies on."""
-    model_type = getattr(model.config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(
-            f"ULD's zero-copy assistant does not support model type '{model_type}' "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-        )
-    decoder = getattr(model, "model", None)
-    missing = [name for name in ("embed_tokens", "layers", "norm", "rotary_emb")
-               if decoder is None or not hasattr(decoder, name)]
-    if not isinstance(getattr(model, "lm_head", None), nn.Module):
-        missing.append("lm_head")
-    if missing:
-        raise ModelError(
-            f"{type(model).__name__} lacks the decoder parts ULD needs: {', '.join(missing)}"
-        )
-    return decoder
-
-
 class ZeroCopyAssistant(nn.Module):
     """The assistant model of ULD, sharing every frozen weight with the target.
 
     `forward` is the assistant pass (HF-style keyword arguments, returns `.logits` and
     `.past_key_values`); `target_pass()` gives a module running the untouched target. Only
-    the LoRA parameters require gradients.
+    the LoRA parameters require gradients. `num_layers` may equal the target's depth (the
+    assistant is then the whole target plus adapters, which exactness checks use); ULD
+    itself asks for fewer.
     """
 
     def __init__(
@@ -136,32 +141,29 @@ class ZeroCopyAssistant(nn.Module):
         lora: AssistantLora = AssistantLora(), seed: int = 0,
     ) -> None:
         super().__init__()
-        decoder = decoder_parts(target)
+        check_causal_lm(target)
         if any(isinstance(m, BaseTunerLayer) for m in target.modules()):
             raise ModelError("the target already carries adapters; build one assistant per "
                              "target model")
-        depth = len(decoder.layers)
+        stack = find_decoder_stack(target)
+        depth = len(stack)
         num_layers = default_assistant_layers(depth) if num_layers is None else num_layers
         if not 1 <= num_layers <= depth:
-            raise ModelError(
+            raise ConfigError(
                 f"the assistant needs between 1 and {depth} layers (the target's depth), "
                 f"not {num_layers}"
             )
-        all_layer_types = get_layer_types_and_kwargs(target.config)[0][:depth]
-        layer_types = all_layer_types[:num_layers]
-        unknown = sorted(set(layer_types) - set(MASK_BUILDERS))
-        if unknown:
-            raise ModelError(f"unsupported attention layer type(s): {', '.join(unknown)}")
         self.num_layers = num_layers
         self.depth = depth
         self.lora = lora
-        self.layer_types = layer_types
-        self._all_layer_types = all_layer_types
+        object.__setattr__(self, "_stack", stack)  # holds the target's modules: not registered
         for param in target.parameters():
             param.requires_grad_(False)
+        names, conv1d = _adapted_layer_names(target, stack, num_layers)
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            bias="none", target_modules=_linear_names(target, num_layers))
-        with seeded_initialisation(seed, target):
+                            bias="none", target_modules=names, fan_in_fan_out=conv1d)
+        with seeded_initialisation(seed, target), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
             self.peft_model: PeftModel = get_peft_model(target, config)
         self._adapted = [m for m in target.modules() if isinstance(m, BaseTunerLayer)]
         self._row_gate = RowGate()
@@ -172,12 +174,18 @@ class ZeroCopyAssistant(nn.Module):
         self._lora_parameters = [p for n, p in self.named_parameters() if "lora_" in n]
         self._flag_switch = all(isinstance(getattr(m, "_disable_adapters", None), bool)
                                 for m in self._adapted)
+        self._paired_checks: dict[tuple[object, ...], PairedRules | None] = {}
 
     # ---- the two passes -------------------------------------------------------------------
     @property
     def target(self) -> PreTrainedModel:
         """The target model itself (with the adapters inside, active unless switched off)."""
         return self.peft_model.base_model.model
+
+    @property
+    def stack(self) -> DecoderStack:
+        """The target's decoder layer list."""
+        return self._stack
 
     @contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -204,33 +212,18 @@ class ZeroCopyAssistant(nn.Module):
         return TargetPass(self)
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        use_cache: bool = False,
-        logits_to_keep: int = 0,
-        **_: object,
+        self, input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, **kwargs: object,
     ) -> CausalLMOutputWithPast:
-        decoder = self.target.model
-        hidden = decoder.embed_tokens(input_ids)
-        position_ids = self._positions(input_ids, attention_mask, position_ids, past_key_values)
-        masks, position_embeddings = self._layer_inputs(
-            set(self.layer_types), hidden, attention_mask, position_ids, past_key_values)
-        hidden = self._run_layers(range(self.num_layers), hidden, masks, position_embeddings,
-                                  position_ids, past_key_values, use_cache)
-        hidden = decoder.norm(hidden)
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(logits=self.target.lm_head(hidden),
-                                      past_key_values=past_key_values if use_cache else None)
+        """The target's own forward with its first K layers only (HF keyword arguments)."""
+        with self._stack.cut(self.num_layers):
+            return self.target(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @property
     def supports_paired_forward(self) -> bool:
-        """Whether the attention masks are plain tensors that a doubled batch can repeat."""
-        return (getattr(self.target.config, "_attn_implementation", None) in ("eager", "sdpa")
-                and set(self._all_layer_types) <= set(MASK_BUILDERS))
+        """Whether the paired pass gives the two passes' logits on this model, as checked on
+        the model itself (once per attention implementation, dtype and device)."""
+        return self._row_plan() is not None
 
     def paired_forward(
         self,
@@ -246,73 +239,128 @@ class ZeroCopyAssistant(nn.Module):
         One cache serves both: its first K layers hold the target rows and then the assistant
         rows, its other layers the target rows only.
         """
-        if not self.supports_paired_forward:
-            raise ModelError("the paired pass needs eager or sdpa attention")
-        decoder = self.target.model
-        rows = input_ids.shape[0]
-        hidden = decoder.embed_tokens(input_ids)
-        position_ids = self._positions(input_ids, attention_mask, position_ids,
-                                       past_key_values).expand(rows, -1)
-        masks, position_embeddings = self._layer_inputs(
-            set(self._all_layer_types), hidden, attention_mask, position_ids, past_key_values)
-        paired_masks = {kind: _doubled(mask) for kind, mask in masks.items()}
-        paired_embeddings = tuple(_doubled(part) for part in position_embeddings)
-        gate = torch.ones(2 * rows, 1, 1, dtype=hidden.dtype, device=hidden.device)
+        rules = self._row_plan()
+        if rules is None:
+            raise ModelError(f"{type(self.target).__name__} cannot take ULD's paired pass; "
+                             "run the target and the assistant separately")
+        return self._paired(input_ids, attention_mask, position_ids, past_key_values,
+                            use_cache, logits_to_keep, RowPlan(*rules))
+
+    def _paired(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None, cache: Cache | None, use_cache: bool,
+        logits_to_keep: int, plan: RowPlan,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, tokens = input_ids.shape
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)[:, -tokens:]
+        position_ids = position_ids.expand(rows, -1)
+        layers = list(self._stack.layers)
+        stash = Stash()
+        tail = [TargetRowsOnly(layer, rows, stash, plan, first=index == self.num_layers,
+                                last=index == self.depth - 1)
+                for index, layer in enumerate(layers[self.num_layers:], start=self.num_layers)]
+        gate = torch.ones(2 * rows, device=input_ids.device)
         gate[:rows] = 0
-        self._row_gate.value = gate
+        self._row_gate.value, self._row_gate.tokens = gate, tokens
         try:
-            both = self._run_layers(range(self.num_layers), _doubled(hidden), paired_masks,
-                                    paired_embeddings, _doubled(position_ids),
-                                    past_key_values, use_cache)
+            with self._stack.replaced(layers[:self.num_layers] + tail):
+                logits = self.target(
+                    input_ids=doubled(input_ids), attention_mask=doubled(attention_mask),
+                    position_ids=doubled(position_ids), cache=cache, use_cache=use_cache,
+                    logits_to_keep=logits_to_keep,
+                ).logits
         finally:
-            self._row_gate.value = None
-        target_hidden = self._run_layers(  # layers [K, N) carry no adapters
-            range(self.num_layers, self.depth), both[:rows], masks, position_embeddings,
-            position_ids, past_key_values, use_cache)
-        final = decoder.norm(torch.cat([target_hidden, both[rows:]]))
-        if logits_to_keep:
-            final = final[:, -logits_to_keep:]
-        logits = self.target.lm_head(final)
+            self._row_gate.value, self._row_gate.tokens = None, 1
         return logits[:rows], logits[rows:]
 
-    def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   position_ids: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
-        if position_ids is not None:
-            return position_ids
-        if attention_mask is not None:
-            return position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
-        seen = cache.get_seq_length() if cache is not None else 0
-        return torch.arange(seen, seen + input_ids.shape[1],
-                            device=input_ids.device).unsqueeze(0)
+    def _row_plan(self) -> PairedRules | None:
+        """Which arguments of layers [K, N) carry the batch, and which the check met (None:
+        no paired pass), learned once per attention implementation, dtype and device."""
+        weight = self.target.get_input_embeddings().weight
+        key = (getattr(self.target.config, "_attn_implementation", None), weight.dtype,
+               weight.device)
+        if key not in self._paired_checks:
+            self._paired_checks[key] = self._learn_row_plan()
+        return self._paired_checks[key]
 
-    def _layer_inputs(self, kinds: set[str], hidden: torch.Tensor,
-                      attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
-                      cache: Cache | None,
-                      ) -> tuple[dict[str, object], tuple[torch.Tensor, torch.Tensor]]:
-        decoder = self.target.model
-        mask_arguments = dict(config=decoder.config, inputs_embeds=hidden,
-                              attention_mask=attention_mask, past_key_values=cache,
-                              position_ids=position_ids)
-        masks = {kind: MASK_BUILDERS[kind](**mask_arguments) for kind in kinds}
-        return masks, decoder.rotary_emb(hidden, position_ids=position_ids)
+    @torch.no_grad()
+    def _learn_row_plan(self) -> PairedRules | None:
+        """The layer arguments whose first dimension is the doubled batch at two batch sizes
+        (a head count or a length may equal one of them, hardly both; a size whose cut
+        breaks the family's code is skipped); then the paired pass
+        against the two passes on a left-padded batch, prompt and one cached step, with
+        random adapters (restored afterwards)."""
+        modes = [(module, module.training) for module in self.modules()]
+        saved = [p.detach().clone() for p in self._lora_parameters]
+        generator = torch.Generator().manual_seed(0)
+        self.eval()
+        try:
+            for param in self._lora_parameters:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+            plans = []
+            for rows in PROBE_ROWS:
+                plan = RowPlan()
+                try:
+                    self._exercise(rows, generator, plan)
+                except Exception:  # noqa: BLE001 - a size that clashed with another dimension
+                    continue
+                plans.append(plan)
+                if len(plans) == 2:
+                    break
+            if len(plans) < 2:
+                return None
+            keys = frozenset(plans[0].batch & plans[1].batch)
+            rules = (keys, frozenset(plans[0].seen | plans[1].seen))
+            return rules if self._paired_matches_separate(rules, generator) else None
+        except Exception:  # noqa: BLE001 - any failure of the family's code on the doubled
+            return None  # batch means: run the two passes instead
+        finally:
+            for param, value in zip(self._lora_parameters, saved):
+                param.copy_(value)
+            for module, training in modes:
+                module.training = training
 
-    def _run_layers(self, indices: range, hidden: torch.Tensor, masks: dict[str, object],
-                    position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                    position_ids: torch.Tensor, cache: Cache | None, use_cache: bool,
-                    ) -> torch.Tensor:
-        layers = self.target.model.layers
-        for index in indices:
-            hidden = layers[index](
-                hidden,
-                attention_mask=masks[self._all_layer_types[index]],
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=use_cache,
-            )
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
-        return hidden
+    def _random_ids(self, rows: int, tokens: int, generator: torch.Generator) -> torch.Tensor:
+        embeddings = self.target.get_input_embeddings().weight
+        ids = torch.randint(0, embeddings.shape[0], (rows, tokens), generator=generator)
+        return ids.to(embeddings.device)
+
+    def _exercise(self, rows: int, generator: torch.Generator, plan: RowPlan | None = None,
+                  ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """A left-padded prompt and one cached step through the paired pass (with `plan`)
+        or, without one, through the two passes: [(logits, logits, real positions)]."""
+        ids = self._random_ids(rows, 6, generator)
+        mask = torch.ones_like(ids)
+        mask[1:, :2] = 0
+        step = ids[:, :1]
+        caches = [DynamicCache() for _ in range(2)]
+        results = []
+        for inputs in (ids, step):
+            if inputs is step:
+                mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+            positions = position_ids_from_mask(mask)[:, -inputs.shape[1]:]
+            real = mask[:, -inputs.shape[1]:].bool()
+            if plan is not None:
+                paired = self._paired(inputs, mask, positions, caches[0], True, 0, plan)
+                results.append((*paired, real))
+                continue
+            common = dict(input_ids=inputs, attention_mask=mask, position_ids=positions,
+                          use_cache=True)
+            with self.adapters_disabled():
+                target = self.target(**common, cache=caches[0]).logits
+            results.append((target, self(**common, cache=caches[1]).logits, real))
+        return results
+
+    def _paired_matches_separate(self, rules: PairedRules,
+                                 generator: torch.Generator) -> bool:
+        state = generator.get_state()
+        paired = self._exercise(2, generator, RowPlan(*rules))
+        generator.set_state(state)
+        separate = self._exercise(2, generator)
+        return all(close(got[real], expected[real])
+                   for (*gots, real), (*expecteds, _) in zip(paired, separate)
+                   for got, expected in zip(gots, expecteds))
 
     # ---- the adapters -----------------------------------------------------------------------
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
@@ -353,29 +401,20 @@ class TargetPass(nn.Module):
             return self.assistant.target(**kwargs)
 
 
-def _doubled(tensor: object) -> object:
-    """The batch twice over (target rows, then assistant rows); None stays None."""
-    if tensor is None:
-        return None
-    if not isinstance(tensor, torch.Tensor):
-        raise ModelError(f"the paired pass cannot double a {type(tensor).__name__} mask")
-    return torch.cat([tensor, tensor])
-
-
-def _linear_names(model: PreTrainedModel, num_layers: int) -> list[str]:
-    names = [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and _layer_index(name) is not None
-        and _layer_index(name) < num_layers
-    ]
-    if not names:
+def _adapted_layer_names(model: nn.Module, stack: DecoderStack,
+                         num_layers: int) -> tuple[list[str], bool]:
+    """The linear modules of layers [0, num_layers) (GPT-2's Conv1D included), but not those
+    inside a list within a layer (MoE experts see routed tokens, which the paired pass's row
+    gate cannot follow); and whether they are all Conv1D (stored in-by-out)."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        index = stack.layer_index(name)
+        if index is None or index >= num_layers or not isinstance(module, (nn.Linear, Conv1D)):
+            continue
+        inner = name[len(stack.path) + 1:].split(".")[1:]
+        if any(part.isdigit() for part in inner):
+            continue
+        found.append((name, module))
+    if not found:
         raise ModelError(f"{type(model).__name__}: no linear layers found in its decoder layers")
-    return names
-
-
-def _layer_index(name: str) -> int | None:
-    parts = name.split(".")
-    for before, after in zip(parts, parts[1:]):
-        if before == "layers" and after.isdigit():
-            return int(after)
-    return None
+    return [name for name, _ in found], all(isinstance(m, Conv1D) for _, m in found)

@@ -31,12 +31,13 @@ from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.methods.registry import register
+from uldkit.models.decoder_stack import check_causal_lm
 from uldkit.models.lm import LanguageModel
 from uldkit.models.loading import load_model
 from uldkit.training.losses import forward_logits, stream_token_nll
 from uldkit.training.run_dir import read_manifest
 from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
-from uldkit.uld.assistant import AssistantLora, ZeroCopyAssistant
+from uldkit.uld.assistant import AssistantLora, ZeroCopyAssistant, default_assistant_layers
 from uldkit.uld.logit_difference import (
     DEFAULT_ALPHA,
     DEFAULT_TAU,
@@ -139,6 +140,7 @@ class ULD(UnlearningMethod):
         if data.augmentation is None and not data.forgets_documents:
             raise ConfigError("ULD needs the forget set's augmentation (paraphrases and "
                               "wrong answers)")
+        check_causal_lm(target)
         identity = TargetIdentity.of(target)
         layers, lora = self.settings["assistant_layers"], self._lora()
         earlier: list[ForgetRequest] = []
@@ -152,6 +154,7 @@ class ULD(UnlearningMethod):
                                 ("uniform_weight", previous.uniform_weight)):
                 if name not in self.hyperparameters:
                     self.settings[name] = value
+        layers = _assistant_depth(layers, identity.depth)
         assistant = ZeroCopyAssistant(target, layers, lora)
         if existing is not None:
             assistant.load_lora_state_dict(read_adapters(Path(existing)), existing)
@@ -270,6 +273,18 @@ class ULD(UnlearningMethod):
             tau=recorded.tau if tau is None else float(tau),
             name=path.name,
         )
+
+
+def _assistant_depth(layers: int | None, depth: int) -> int:
+    """K: given, or a quarter of the target's depth; always below the depth."""
+    if depth < 2:
+        raise ConfigError(f"ULD needs a target of at least 2 layers (the assistant is its "
+                          f"first K < N layers); this one has {depth}")
+    layers = default_assistant_layers(depth) if layers is None else layers
+    if not 1 <= layers < depth:
+        raise ConfigError(f"assistant_layers must be between 1 and {depth - 1} (below the "
+                          f"target's {depth} layers), not {layers}")
+    return layers
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write, atomic_write_json, atomic_write_text
+from uldkit.models.decoder_stack import find_decoder_stack
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.training.run_dir import MANIFEST_NAME
 from uldkit.uld.assistant import AssistantLora
@@ -69,7 +70,7 @@ class TargetIdentity:
         config = model.config
         return cls(model_type=str(config.model_type), config_class=type(config).__name__,
                    vocab_size=int(model.get_output_embeddings().weight.shape[0]),
-                   depth=len(model.model.layers),
+                   depth=len(find_decoder_stack(model)),
                    fingerprint=weight_fingerprint(model))
 
 
