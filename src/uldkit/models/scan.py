@@ -223,6 +223,9 @@ def _auto_map_findings(file_path: Path, relative: str) -> list[RemoteCodeFinding
         raise ModelError(
             f"{file_path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg})"
         ) from None
+    except (ValueError, RecursionError):
+        raise ModelError(f"{file_path} is not valid JSON (nested too deeply, or numbers too "
+                         "long)") from None
     if not isinstance(config, dict) or "auto_map" not in config:
         return []
     auto_map = config["auto_map"]
