@@ -37,6 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.cache_api import cache_argument
 
 # Model types whose decoder forward is exactly: embed -> layers (full or sliding-window causal
 # masks, rotary position embeddings) -> final norm -> LM head, with no scaling in between.
@@ -291,9 +292,10 @@ class ZeroCopyAssistant(nn.Module):
                       ) -> tuple[dict[str, object], tuple[torch.Tensor, torch.Tensor]]:
         decoder = self.target.model
         mask_arguments = dict(config=decoder.config, inputs_embeds=hidden,
-                              attention_mask=attention_mask, past_key_values=cache,
-                              position_ids=position_ids)
-        masks = {kind: MASK_BUILDERS[kind](**mask_arguments) for kind in kinds}
+                              attention_mask=attention_mask, position_ids=position_ids)
+        masks = {kind: MASK_BUILDERS[kind](**mask_arguments,
+                                           **cache_argument(MASK_BUILDERS[kind], cache))
+                 for kind in kinds}
         return masks, decoder.rotary_emb(hidden, position_ids=position_ids)
 
     def _run_layers(self, indices: range, hidden: torch.Tensor, masks: dict[str, object],
@@ -307,8 +309,8 @@ class ZeroCopyAssistant(nn.Module):
                 attention_mask=masks[self._all_layer_types[index]],
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=cache,
                 use_cache=use_cache,
+                **cache_argument(layers[index], cache),
             )
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
