@@ -203,12 +203,17 @@ async def _unless_client_leaves(request: Request, work: Any) -> Any:
     """Await `work`; raise ClientLeft (and cancel it) if the client disconnects first."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
+    finished = False
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+        finished = task.done()
+    finally:  # also when this request itself is cancelled (the server is stopping)
         gone.cancel()
-    if not task.done():
-        task.cancel()
+        if not task.done():
+            task.cancel()
+    if gone.done() and not gone.cancelled():
+        gone.exception()  # a receive() that failed also means the client is gone
+    if not finished:
         raise ClientLeft()
     return task.result()
 
