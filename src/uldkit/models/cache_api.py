@@ -7,6 +7,7 @@ and neither warns.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from functools import lru_cache
@@ -26,3 +27,10 @@ def _cache_name(function: Callable[..., Any]) -> str:
     except (TypeError, ValueError):
         return "past_key_values"
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def output_cache_argument(output_class: type, cache: Any) -> dict[str, Any]:
+    """The keyword that stores `cache` in a transformers output class (`cache` or
+    `past_key_values`, whichever field it has)."""
+    names = {item.name for item in dataclasses.fields(output_class)}
+    return {"cache" if "cache" in names else "past_key_values": cache}

@@ -37,7 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ConfigError, ModelError
-from uldkit.models.cache_api import cache_argument
+from uldkit.models.cache_api import cache_argument, output_cache_argument
 
 # Model types whose decoder forward is exactly: embed -> layers (full or sliding-window causal
 # masks, rotary position embeddings) -> final norm -> LM head, with no scaling in between.
@@ -224,8 +224,9 @@ class ZeroCopyAssistant(nn.Module):
         hidden = decoder.norm(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(logits=self.target.lm_head(hidden),
-                                      past_key_values=past_key_values if use_cache else None)
+        return CausalLMOutputWithPast(
+            logits=self.target.lm_head(hidden),
+            **output_cache_argument(CausalLMOutputWithPast, past_key_values if use_cache else None))
 
     @property
     def supports_paired_forward(self) -> bool:
