@@ -15,6 +15,7 @@ from uldkit.models.lm import CausalLM
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
 from uldkit.uld.assistant import ZeroCopyAssistant
+from uldkit.uld.combination import LogitCombination
 from uldkit.uld.logit_difference import LogitDifferenceModel
 
 TEXTS = [f"Person {n} was born in town {n % 7} and works as a baker." for n in range(60)]
@@ -48,7 +49,9 @@ def test_generation_prints_no_cache_deprecation(model_and_tokenizer, capfd) -> N
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing`")  # PEFT's
-        for lm in (CausalLM(model, tokenizer), _uld(model, tokenizer)):
+        uld = _uld(model, tokenizer)
+        separate = LogitCombination(uld.members, uld.combine, tokenizer, uld.device)
+        for lm in (CausalLM(model, tokenizer), uld, separate):
             generate_ids(lm, prompts, GenerationSettings(max_new_tokens=3))
     assert [str(w.message) for w in caught] == []
     assert "deprecated" not in capfd.readouterr().err

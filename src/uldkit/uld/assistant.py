@@ -352,6 +352,8 @@ class TargetPass(nn.Module):
         return self.assistant.target.parameters(recurse)
 
     def forward(self, **kwargs: object) -> CausalLMOutputWithPast:
+        if "past_key_values" in kwargs:  # handed on under the target's own name for it
+            kwargs.update(cache_argument(self.assistant.target, kwargs.pop("past_key_values")))
         with self.assistant.adapters_disabled():
             return self.assistant.target(**kwargs)
 
