@@ -123,7 +123,8 @@ def test_cli_muse_and_mia_end_to_end(world, tmp_path, capsys):
     assert list(summary)[3:8] == list(MUSE_COLUMNS)
     assert summary["counts"] == {"forget_passages": 10, "holdout_passages": HOLDOUT,
                                  "forget_qa": 100, "retain_qa": 40}
-    samples = [json.loads(line) for line in (muse_out / "muse_samples.jsonl").open()]
+    samples = [json.loads(line)
+               for line in (muse_out / "muse_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 10 + 100 + 40 + 10 + HOLDOUT
     assert {s["metric"] for s in samples} == {"verbmem", "knowmem_forget", "knowmem_retain",
                                               "privleak"}

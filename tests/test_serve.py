@@ -357,7 +357,7 @@ def test_sigterm_lets_the_in_flight_request_finish(trained_world, target, questi
 
 async def _post_all(app, bodies: list[dict]) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         return await asyncio.gather(*[http.post("/v1/chat/completions", json=body)
                                       for body in bodies])
 
@@ -454,7 +454,7 @@ def test_playground_page_is_self_contained(target) -> None:
 
     async def get_page() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return await http.get("/")
 
     page = asyncio.run(get_page())
@@ -469,7 +469,7 @@ def test_playground_page_is_self_contained(target) -> None:
 def test_uld_playground_compares_with_alpha_zero_and_settings_can_be_locked(uld_dir) -> None:
     async def run(app) -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             page = await http.get("/")
             ask = await http.post("/v1/completions", json={"prompt": "Who?", "alpha": 0.0})
             return page, ask
@@ -532,7 +532,7 @@ def test_no_request_body_makes_the_server_fail(fuzz_app, body, chat, question) -
 
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=fuzz_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return await http.post("/v1/chat/completions" if chat else "/v1/completions",
                                    json=body)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import socket
 from pathlib import Path
 
 import typer
@@ -25,6 +26,10 @@ def serve_command(
     api_key: str = typer.Option(
         None, "--api-key", envvar="ULDKIT_API_KEY",
         help="Require 'Authorization: Bearer KEY' on the API (or set ULDKIT_API_KEY)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another name clients may reach the server by (repeatable; "
+        "'*' for any). Other names in the Host header are refused, against DNS rebinding; IP "
+        "addresses, localhost and the --host name always work."),
     name: str = typer.Option(None, "--name", help="Model id clients use (default: dir name)."),
     max_tokens_cap: int = typer.Option(512, "--max-tokens-cap", min=1,
                                        help="Largest max_tokens a request may ask for."),
@@ -52,6 +57,9 @@ def serve_command(
     from uldkit.unlearning.load import load_language_model
 
     console = Console(stderr=True)
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("--api-key (or ULDKIT_API_KEY) is empty or whitespace: it would let "
+                          "any client in; give a real key, or leave it unset for no key")
     if threads:
         import torch
 
@@ -65,6 +73,7 @@ def serve_command(
         served, name=name or model.resolve().name, compare_with=compare_with, api_key=api_key,
         max_tokens_cap=max_tokens_cap, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
         allow_request_settings=not lock_settings, device=device,
+        allowed_hosts=_host_names(host, allow_host),
     )
     config = uvicorn.Config(application, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=graceful_timeout or None)
@@ -79,6 +88,15 @@ def serve_command(
 
 def _after_graceful_shutdown(signum: int, frame: object) -> None:
     pass
+
+
+def _host_names(host: str, extra: list[str]) -> list[str]:
+    """Names a client may put in Host: the bound name, and the machine's own name when the
+    server listens beyond loopback, plus what the user allowed."""
+    names = [host, *extra]
+    if not _is_loopback(host):
+        names.append(socket.gethostname())
+    return names
 
 
 def _is_loopback(host: str) -> bool:

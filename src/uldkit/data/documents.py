@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
+from uldkit.data.limits import check_field_length
 from uldkit.data.records import read_located_records, read_text
 from uldkit.data.synthetic import SyntheticWorld
 from uldkit.data.tofu import retain_split_for
@@ -175,7 +176,7 @@ def resolve_documents(
 
 # --- readers ----------------------------------------------------------------------------------
 def _text_file_document(path: Path) -> Document:
-    text = read_text(path)
+    text = check_field_length(read_text(path), "text", str(path), document=True)
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     return Document(text, path.name)
@@ -196,6 +197,7 @@ def _from_records(path: Path) -> DocumentDataset:
             raise DataError(f"{where}: missing field 'text'")
         if not isinstance(text, str):
             raise DataError(f"{where}: field 'text' must be a string")
+        check_field_length(text, "text", where, document=True)
         if not text.strip():
             raise DataError(f"{where}: field 'text' is empty")
         source = record.get("source")
@@ -227,6 +229,7 @@ def _from_saved_dataset(path: Path) -> DocumentDataset:
         text = row["text"]
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path} row {row_number}: field 'text' is empty or not a string")
+        check_field_length(text, "text", f"{path} row {row_number}", document=True)
         source = row["source"] if has_source and isinstance(row["source"], str) else None
         documents.append(Document(text, source or f"{path.name} row {row_number}"))
     if not documents:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from uldkit.data.limits import check_field_length
 from uldkit.data.types import QAPair
 from uldkit.errors import DataError
 
@@ -164,6 +165,7 @@ def _optional_text(record: dict, field: str, where: str) -> str | None:
 def _checked_text(value: Any, field: str, where: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{field}' must be a string, got {_type_name(value)}")
+    check_field_length(value, field, where)
     if not value.strip():
         raise DataError(f"{where}: field '{field}' is empty")
     return value
@@ -187,6 +189,7 @@ def _perturbed_answers(record: dict, where: str) -> tuple[str, ...]:
                 f"{where}: field '{field}' must be a list of strings, "
                 f"item {index} is {_type_name(item)}"
             )
+        check_field_length(item, f"{field}[{index}]", where)
         if not item.strip():
             raise DataError(f"{where}: field '{field}' item {index} is empty")
         answers.append(item)

@@ -87,7 +87,8 @@ def column(set_log: Mapping[str, Any], field: str) -> np.ndarray:
 def truth_ratios(set_log: Mapping[str, Any]) -> np.ndarray:
     """R per sample: exp(mean_i L(perturbed_i) - L(paraphrased)), from per-token mean losses."""
     perturbed = column(set_log, AVERAGE_PERTURB_LOSS).mean(axis=-1)
-    return np.exp(perturbed - column(set_log, AVG_PARAPHRASED_LOSS))
+    with np.errstate(over="ignore"):  # a loss gap above ~709 is R = inf, scored as such
+        return np.exp(perturbed - column(set_log, AVG_PARAPHRASED_LOSS))
 
 
 def answer_probs(set_log: Mapping[str, Any], normalised: bool) -> np.ndarray:
@@ -103,9 +104,10 @@ def answer_probs(set_log: Mapping[str, Any], normalised: bool) -> np.ndarray:
 
 def truth_ratio_score(ratios: np.ndarray, is_forget: bool) -> float:
     """The reported Truth Ratio: mean(min(R, 1/R)) on forget, mean(max(0, 1 - 1/R)) elsewhere."""
-    if is_forget:
-        return float(np.mean(np.minimum(ratios, 1.0 / ratios)))
-    return float(np.mean(np.maximum(0.0, 1.0 - 1.0 / ratios)))
+    with np.errstate(over="ignore", divide="ignore"):  # R of 0 or inf: 1/R is inf or 0
+        if is_forget:
+            return float(np.mean(np.minimum(ratios, 1.0 / ratios)))
+        return float(np.mean(np.maximum(0.0, 1.0 - 1.0 / ratios)))
 
 
 def set_figures(set_log: Mapping[str, Any], set_key: str) -> dict[str, float]:
@@ -157,8 +159,10 @@ def aggregate_tofu(
         value for name, value in figures.items() if not name.startswith(SET_NAMES[FORGET_SET])
     ]
     quality, statistic = (None, None) if retain_log is None else forget_quality(log, retain_log)
+    with np.errstate(over="ignore", divide="ignore"):  # a figure of ~0 makes the mean ~0
+        utility = float(hmean(utility_inputs))
     return TofuSummary(
-        model_utility=float(hmean(utility_inputs)),
+        model_utility=utility,
         forget_quality=quality,
         ks_statistic=statistic,
         **figures,

@@ -12,6 +12,10 @@ from uldkit.errors import ConfigError, ModelError
 from uldkit.models.context import context_length, fit_to_context
 from uldkit.models.lm import LanguageModel
 
+# Sampling at a temperature this low is greedy decoding in all but name (a score gap of 0.01
+# becomes a factor of e^100); below it the argmax is taken, so no division can underflow.
+GREEDY_BELOW_TEMPERATURE = 1e-4
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -40,13 +44,19 @@ def choose_next_tokens(
             f"the model's next-token scores for batch row {row} are NaN or all -inf: "
             "its weights or settings are broken; generation stopped"
         )
-    if not settings.do_sample:
+    if not settings.do_sample or settings.temperature < GREEDY_BELOW_TEMPERATURE:
         return scores.argmax(-1)
-    probs = torch.softmax(scores / settings.temperature, dim=-1)
+    # Shifted so the top score is 0 before scaling: however small the temperature, the top
+    # token keeps probability > 0 and nothing overflows to inf or NaN.
+    scores = scores.float()
+    scaled = (scores - scores.max(-1, keepdim=True).values) / settings.temperature
+    probs = torch.softmax(scaled, dim=-1)
     if settings.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= settings.top_p, 0.0)
+        drop = before >= settings.top_p
+        drop[..., 0] = False  # the most likely token always stays, however small top_p is
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 

@@ -13,6 +13,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.collate import position_ids_from_mask
+from uldkit.models.cache_api import cache_argument
 
 
 class Decoding(Protocol):
@@ -56,8 +57,8 @@ class CachedDecoding:
             input_ids=input_ids,
             attention_mask=self.attention_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
+            **cache_argument(self.model, self.cache),
             logits_to_keep=1,
         )
         return out.logits[:, -1].float()

@@ -72,16 +72,19 @@ def load_model(
     A local directory is scanned first: pickle weights and remote code are refused unless
     the matching opt-in is given.
     """
+    from uldkit.models.config_check import check_model_config
     from uldkit.models.scan import check_model_dir
 
+    placement = resolve_placement(device, dtype)
     local = Path(path)
     if local.exists():
         check_model_dir(local, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         if not (local / "config.json").exists():
             raise ModelError(f"'{local}' is not a model directory (no config.json)")
+        # Before transformers reads it (the tokenizer reads it too) or allocates anything.
+        check_model_config(local, placement.dtype.itemsize)
     elif str(path).startswith((".", "/", "~")) or os.sep + os.sep in str(path):
         raise ModelError(f"model path '{path}' does not exist")
-    placement = resolve_placement(device, dtype)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(

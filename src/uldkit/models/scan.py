@@ -1,8 +1,10 @@
 """Check a model directory before loading it: what would it make us unpickle or execute?
 
-Nothing is loaded, unpickled or imported here. Pickle weights are read opcode by opcode
-(see `pickle_scan`); remote code is whatever `auto_map` in a config points at, plus every
-Python file shipped with the model. `check_model_dir` turns the report into a refusal
+Nothing is loaded, unpickled or imported here. Every file is classified by its contents, not
+its name (`sniff`): pickles, torch zip archives and numpy object arrays are read opcode by
+opcode (see `pickle_scan`), and files that fit no known format are listed as unclassified
+rather than passed as safe. Remote code is whatever `auto_map` in a config points at, plus
+every Python file shipped with the model. `check_model_dir` turns the report into a refusal
 unless the user opted in.
 """
 
@@ -16,10 +18,20 @@ from pathlib import Path, PurePosixPath
 
 from uldkit.errors import ModelError
 from uldkit.models.pickle_scan import (
-    ZIP_MAGIC,
     PickleFinding,
     scan_pickle_bytes,
     scan_pickle_file,
+)
+from uldkit.models.sniff import (
+    GGUF,
+    NUMPY,
+    NUMPY_OBJECTS,
+    PICKLE,
+    SAFETENSORS,
+    TEXT,
+    UNKNOWN,
+    read_numpy_payload,
+    sniff_file,
 )
 
 __all__ = [
@@ -39,6 +51,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 AUTO_MAP_FILES = frozenset(
     {"config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"}
 )
+_MAX_NUMPY_PICKLE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class ScanReport:
     safetensors_files: list[str] = field(default_factory=list)
     pickle_files: list[PickleFinding] = field(default_factory=list)
     remote_code: list[RemoteCodeFinding] = field(default_factory=list)
+    unclassified: list[str] = field(default_factory=list)  # files of no known format
 
     @property
     def has_pickle(self) -> bool:
@@ -70,7 +84,7 @@ class ScanReport:
 
     @property
     def is_safe(self) -> bool:
-        return not self.has_pickle and not self.has_remote_code
+        return not self.has_pickle and not self.has_remote_code and not self.unclassified
 
     @property
     def pickle_files_needed(self) -> list[PickleFinding]:
@@ -89,6 +103,7 @@ class ScanReport:
             "pickle_files": [asdict(finding) for finding in self.pickle_files],
             "pickle_files_needed": [finding.file for finding in self.pickle_files_needed],
             "remote_code": [asdict(finding) for finding in self.remote_code],
+            "unclassified_files": list(self.unclassified),
             "has_pickle": self.has_pickle,
             "has_dangerous_pickle": self.has_dangerous_pickle,
             "has_remote_code": self.has_remote_code,
@@ -115,6 +130,9 @@ class ScanReport:
             )
         for remote in self.remote_code:
             lines.append(f"remote code: {remote.file}: {remote.detail}")
+        for name in self.unclassified:
+            lines.append(f"unclassified: {name}: its contents match no format the scan "
+                         "knows, so it cannot be vouched for")
         lines.append("verdict: " + _verdict(self))
         return lines
 
@@ -172,26 +190,26 @@ def _walk(root: Path):
 
 def _scan_file(file_path: Path, relative: str, report: ScanReport, *, explicit: bool) -> None:
     suffix = file_path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        report.safetensors_files.append(relative)
-    elif suffix in PICKLE_SUFFIXES:
-        report.pickle_files.append(scan_pickle_file(file_path, relative))
-    elif suffix == ".py":
+    if suffix == ".py":
         report.remote_code.append(RemoteCodeFinding(relative, "Python file shipped with the model"))
-    elif file_path.name in AUTO_MAP_FILES:
-        report.remote_code.extend(_auto_map_findings(file_path, relative))
-    elif explicit and _looks_like_pickle(file_path):
+        return
+    sniffed = sniff_file(file_path)
+    if sniffed.kind == PICKLE or (
+        suffix in PICKLE_SUFFIXES and sniffed.kind not in (SAFETENSORS, NUMPY, GGUF)
+    ):
+        # A pickle-named file that is no pickle is still what torch.load would be given.
         report.pickle_files.append(scan_pickle_file(file_path, relative))
-
-
-def _looks_like_pickle(file_path: Path) -> bool:
-    # A file named on the command line may be a renamed checkpoint: sniff its first bytes.
-    try:
-        with open(file_path, "rb") as handle:
-            head = handle.read(len(ZIP_MAGIC))
-    except OSError:
-        return False
-    return head == ZIP_MAGIC or head[:1] == b"\x80"
+    elif sniffed.kind == NUMPY_OBJECTS:
+        for member, offset in sniffed.payloads:
+            label = relative if member is None else f"{relative}/{member}"
+            payload = read_numpy_payload(file_path, member, offset, _MAX_NUMPY_PICKLE_BYTES)
+            report.pickle_files.append(scan_pickle_bytes(payload, label))
+    elif sniffed.kind == SAFETENSORS and suffix == SAFETENSORS_SUFFIX:
+        report.safetensors_files.append(relative)
+    elif sniffed.kind == UNKNOWN or (suffix == SAFETENSORS_SUFFIX and sniffed.kind != SAFETENSORS):
+        report.unclassified.append(relative)
+    elif file_path.name in AUTO_MAP_FILES and sniffed.kind == TEXT:
+        report.remote_code.extend(_auto_map_findings(file_path, relative))
 
 
 def _auto_map_findings(file_path: Path, relative: str) -> list[RemoteCodeFinding]:
@@ -205,6 +223,9 @@ def _auto_map_findings(file_path: Path, relative: str) -> list[RemoteCodeFinding
         raise ModelError(
             f"{file_path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg})"
         ) from None
+    except (ValueError, RecursionError):
+        raise ModelError(f"{file_path} is not valid JSON (nested too deeply, or numbers too "
+                         "long)") from None
     if not isinstance(config, dict) or "auto_map" not in config:
         return []
     auto_map = config["auto_map"]
@@ -267,4 +288,6 @@ def _verdict(report: ScanReport) -> str:
         found.append("dangerous pickle" if report.has_dangerous_pickle else "pickle")
     if report.has_remote_code:
         found.append("remote code")
+    if report.unclassified:
+        found.append(f"{len(report.unclassified)} file(s) it could not classify")
     return "found " + " and ".join(found)

@@ -7,10 +7,12 @@ target beside it for comparison. Requests are checked in `params`, batched and g
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from uldkit.models.generation import GenerationSettings
 from uldkit.models.lm import LanguageModel
 from uldkit.serve.engine import BatchEngine, Failed, Finished, Job, Piece
 from uldkit.serve.errors import ApiError, error_body, server_error
+from uldkit.serve.hosts import AllowedHosts, HostCheck
 from uldkit.serve.limits import BodyLimit
 from uldkit.serve.openai_format import DONE, Reply, sse
 from uldkit.serve.params import CompletionParams, Limits, parse_chat, parse_completion
@@ -50,6 +53,7 @@ def create_app(
     max_queue: int = 256,
     allow_request_settings: bool = True,
     device: str | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
     """An app serving `model` (a model directory, a loaded LanguageModel, or several by name;
     the first is the main model, used when a request names none).
@@ -61,7 +65,12 @@ def create_app(
     answer is exactly the target's. Models with `with_settings` (ULD) take per-request `alpha`
     and `tau`; `allow_request_settings=False` refuses them, since α = 0 gives any client the
     original target's answers. All model computation runs on one worker thread (`engine`).
+
+    Requests whose `Host` is a DNS name other than localhost are refused (DNS rebinding)
+    unless the name is in `allowed_hosts` (`"*"` allows any); IP literals always pass.
     """
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key must not be empty or whitespace (use None for no key)")
     models = _served_models(model, name, compare_with, device, allow_request_settings)
     main = next(iter(models.values()))
     engine = BatchEngine(max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue)
@@ -79,6 +88,7 @@ def create_app(
     app.state.engine = engine
     app.state.models = models
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HostCheck, allowed=AllowedHosts(allowed_hosts))  # outermost: first
     _add_error_handlers(app)
 
     def require_key(request: Request) -> None:
@@ -119,7 +129,9 @@ def create_app(
         reply = Reply(chat=chat, model=served.name, prompt_tokens=len(prompt_ids))
         events = job.events()
         try:
-            first = await anext(events)
+            # Until a streaming response starts (Starlette then watches the connection
+            # itself), a client that goes away cancels its job, queued or generating.
+            first = await _unless_client_leaves(request, anext(events))
             if isinstance(first, Failed):
                 raise first.error
             if params.stream:
@@ -127,16 +139,7 @@ def create_app(
                     _stream(reply, job, events, params.include_usage), media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            pieces: list[str] = []
-            async for event in events:
-                if isinstance(event, Piece):
-                    pieces.append(event.text)
-                elif isinstance(event, Failed):
-                    raise event.error
-                elif isinstance(event, Finished):
-                    return JSONResponse(reply.whole("".join(pieces), event.finish_reason,
-                                                    event.completion_tokens))
-            raise server_error("generation ended without a result")
+            return await _unless_client_leaves(request, _whole(reply, events))
         except BaseException:
             job.cancel()
             raise
@@ -192,12 +195,93 @@ async def _stream(
         job.cancel()  # the client went away, or the job is over: either way stop its row
 
 
+class ClientLeft(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> Any:
+    """Await `work`; raise ClientLeft (and cancel it) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    finished = False
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finished = task.done()
+    finally:  # also when this request itself is cancelled (the server is stopping)
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if gone.done() and not gone.cancelled():
+        gone.exception()  # a receive() that failed also means the client is gone
+    if not finished:
+        raise ClientLeft()
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # never spin, whatever a server sends after the body
+
+
+async def _whole(reply: Reply, events: AsyncIterator[Any]) -> Response:
+    pieces: list[str] = []
+    async for event in events:
+        if isinstance(event, Piece):
+            pieces.append(event.text)
+        elif isinstance(event, Failed):
+            raise event.error
+        elif isinstance(event, Finished):
+            return JSONResponse(reply.whole("".join(pieces), event.finish_reason,
+                                            event.completion_tokens))
+    raise server_error("generation ended without a result")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 async def _json_body(request: Request) -> Any:
+    # Only application/json: a web page may send a "simple" text/plain POST to a local
+    # server without any CORS preflight, but never an application/json one.
+    media_type, _, options = request.headers.get("content-type", "").partition(";")
+    if media_type.strip().lower() != "application/json":
+        raise ApiError(415, "the request body must be JSON sent with 'Content-Type: "
+                       f"application/json' (got '{media_type.strip()[:60] or 'none'}')",
+                       code="unsupported_media_type")
+    charset = options.partition("charset=")[2].strip().strip('"').lower()
+    if charset not in ("", "utf-8", "utf8"):
+        raise ApiError(415, f"the request body must be UTF-8 (got charset '{charset[:30]}')",
+                       code="unsupported_media_type")
     raw = await request.body()
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "the request body is not valid JSON") from None
+    _refuse_lone_surrogates(body)
+    return body
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """A JSON escape such as "\\ud800" without its pair decodes to text that is not Unicode
+    (it cannot be tokenized, encoded or echoed back); refuse it naming where it is."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, dict):
+            texts = list(value)
+            stack.extend((item, f"{where}.{key}" if where else str(key))
+                         for key, item in value.items() if isinstance(key, str))
+        elif isinstance(value, list):
+            texts = []
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+        else:
+            continue
+        if any(_SURROGATE.search(text) for text in texts):
+            param = _SURROGATE.sub("?", where)[:100] or None
+            raise ApiError(400, "the request holds a lone UTF-16 surrogate (an unpaired "
+                           f"\\ud800-\\udfff escape){f' in {param}' if param else ''}; text "
+                           "must be valid Unicode", param=param, code="invalid_unicode")
 
 
 def _fit_max_tokens(
@@ -284,6 +368,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
         return JSONResponse(error_body(str(err.detail), code=code), status_code=err.status_code,
                             headers=getattr(err, "headers", None))
+
+    @app.exception_handler(ClientLeft)
+    async def client_left(_: Request, err: ClientLeft) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
     @app.exception_handler(Exception)
     async def crash(_: Request, err: Exception) -> JSONResponse:

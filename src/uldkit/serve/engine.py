@@ -97,6 +97,8 @@ class BatchEngine:
         self.max_queue = max_queue
         self.batches_run = 0
         self.largest_batch = 0
+        self.rows_cancelled = 0  # jobs dropped because their client went away
+        self.tokens_generated = 0
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0  # submitted jobs not yet finished
         self._lock = threading.Lock()
@@ -175,13 +177,14 @@ class BatchEngine:
 
     def _run(self, jobs: list[Job]) -> None:
         live = [job for job in jobs if not job.cancelled.is_set()]
+        self.rows_cancelled += len(jobs) - len(live)
         if not live:
             return
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(live))
         try:
             with torch.inference_mode():
-                _decode_batch(live)
+                _decode_batch(live, self)
         except Exception:
             log.exception("generation failed for a batch of %d requests", len(live))
             for job in live:
@@ -206,7 +209,7 @@ class _Row:
         self.job.emit(event)
 
 
-def _decode_batch(jobs: list[Job]) -> None:
+def _decode_batch(jobs: list[Job], engine: BatchEngine) -> None:
     lm = jobs[0].lm
     tokenizer = lm.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -231,13 +234,21 @@ def _decode_batch(jobs: list[Job]) -> None:
                 continue
             if row.job.cancelled.is_set():
                 row.done = True
+                engine.rows_cancelled += 1
                 continue
             if not usable[index]:
                 row.finish(Failed(ApiError(
                     500, "the model produced non-finite (NaN) scores during generation",
                     kind="server_error", code="non_finite_scores")))
                 continue
-            token = _choose(scores, index, row, greedy[index])
+            try:
+                token = _choose(scores, index, row, greedy[index])
+            except Exception:  # one row's sampling must never take its neighbours down
+                log.exception("sampling failed for one request")
+                row.finish(Failed(ApiError(500, "sampling failed inside the server",
+                                           kind="server_error", code="sampling_failed")))
+                continue
+            engine.tokens_generated += 1
             if step == 0:
                 row.job.emit(Started())
             if token == eos_id:

@@ -45,6 +45,7 @@ from transformers.pytorch_utils import Conv1D
 
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ConfigError, ModelError
+from uldkit.models.cache_api import cache_argument
 from uldkit.models.decoder_stack import DecoderStack, check_causal_lm, find_decoder_stack
 from uldkit.uld.paired_rows import (
     PairedRules,
@@ -267,7 +268,8 @@ class ZeroCopyAssistant(nn.Module):
             with self._stack.replaced(layers[:self.num_layers] + tail):
                 logits = self.target(
                     input_ids=doubled(input_ids), attention_mask=doubled(attention_mask),
-                    position_ids=doubled(position_ids), cache=cache, use_cache=use_cache,
+                    position_ids=doubled(position_ids), use_cache=use_cache,
+                    **cache_argument(self.target, cache),
                     logits_to_keep=logits_to_keep,
                 ).logits
         finally:
@@ -348,8 +350,9 @@ class ZeroCopyAssistant(nn.Module):
             common = dict(input_ids=inputs, attention_mask=mask, position_ids=positions,
                           use_cache=True)
             with self.adapters_disabled():
-                target = self.target(**common, cache=caches[0]).logits
-            results.append((target, self(**common, cache=caches[1]).logits, real))
+                target = self.target(**common, **cache_argument(self.target, caches[0])).logits
+            assistant = self(**common, **cache_argument(self.target, caches[1])).logits
+            results.append((target, assistant, real))
         return results
 
     def _paired_matches_separate(self, rules: PairedRules,

@@ -34,6 +34,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uldkit.errors import ConfigError
+from uldkit.models.cache_api import output_cache_argument
 from uldkit.models.lm import CausalLM, Decoding
 from uldkit.uld.assistant import ZeroCopyAssistant
 from uldkit.uld.combination import CombinedDecoding, LogitCombination
@@ -96,7 +97,8 @@ class PairedScores(nn.Module):
         return CausalLMOutputWithPast(
             logits=logit_difference_scores(target_logits, assistant_logits, self.alpha,
                                            self.tau),
-            past_key_values=inputs.get("past_key_values") if inputs.get("use_cache") else None)
+            **output_cache_argument(CausalLMOutputWithPast, inputs.get("past_key_values")
+                                    if inputs.get("use_cache") else None))
 
 
 class LogitDifferenceModel(LogitCombination):
