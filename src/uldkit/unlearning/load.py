@@ -53,4 +53,12 @@ def load_for_transformers(
     if manifest is None or manifest["kind"] == "plain":
         return load_model(path, device=device, dtype=dtype, allow_pickle=allow_pickle,
                           trust_remote_code=trust_remote_code)
-    raise ModelError(f"'{path}' is a {manifest['kind']} run; it has no transformers model class yet")
+    from uldkit.uld.hf_model import KINDS, ULDForCausalLM
+
+    if manifest["kind"] not in KINDS:
+        raise ModelError(f"'{path}' is a {manifest['kind']} run, which has no transformers "
+                         "model class; load it with load_language_model")
+    model = ULDForCausalLM.from_pretrained(path, device=device, dtype=dtype,
+                                           allow_pickle=allow_pickle,
+                                           trust_remote_code=trust_remote_code)
+    return model, model.combination.tokenizer
