@@ -26,8 +26,8 @@ from uldkit.data.tofu import load_tofu
 from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
-from uldkit.eval.sample_journal import JournalledStages, SampleJournal, data_sha256
 from uldkit.io import atomic_write_json, atomic_write_text
+from uldkit.training.journal import JournalledStages, SampleJournal, data_sha256
 from uldkit.training.run_dir import prepare_out_dir, write_run_config
 
 if TYPE_CHECKING:

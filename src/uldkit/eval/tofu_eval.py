@@ -51,7 +51,6 @@ from uldkit.eval.memorisation import (
     qa_memorisation,
 )
 from uldkit.eval.progress import SampleProgress
-from uldkit.eval.sample_journal import SampleJournal, data_sha256, describe_identity_change
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
     EXACT_MEMORISATION,
@@ -73,6 +72,7 @@ from uldkit.io import atomic_write_json
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_scores
+from uldkit.training.journal import SampleJournal, check_identity, data_sha256
 
 TOFU_GENERATION_MAX_LENGTH = 200  # TOFU's generation limit, prompt and answer tokens together
 SUMMARY_FILE = "summary.json"
@@ -475,12 +475,7 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None  # an unreadable partial result is recomputed
-    if not isinstance(stored, dict) or stored.get("identity") != identity:
-        old = stored.get("identity") if isinstance(stored, dict) else None
-        raise ConfigError(
-            f"{path} was computed with other settings "
-            f"({describe_identity_change(old, identity)}); pass --overwrite to start over"
-        )
+    check_identity(path, stored.get("identity") if isinstance(stored, dict) else None, identity)
     set_log = stored.get("set_log")
     validate_set_log(set_log, str(path))
     if len(sample_indices(set_log)) != size:
