@@ -73,10 +73,9 @@ from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_scores
 from uldkit.training.journal import SampleJournal, check_identity, data_sha256
+from uldkit.training.run_dir import RunDir
 
 TOFU_GENERATION_MAX_LENGTH = 200  # TOFU's generation limit, prompt and answer tokens together
-SUMMARY_FILE = "summary.json"
-PARTIAL_DIR = "partial"
 EVAL_SPLITS = {
     RETAIN_SET: "retain_perturbed",
     REAL_AUTHORS_SET: "real_authors_perturbed",
@@ -167,7 +166,8 @@ def evaluate_tofu(
     # What the scores depend on: a partial set computed otherwise is not reused.
     identity = {k: v for k, v in settings.items() if k not in ("batch_size", "padding_side")}
     identity["model"] = name
-    partial_dir = None if out_dir is None else Path(out_dir) / PARTIAL_DIR
+    run = None if out_dir is None else RunDir(Path(out_dir))
+    partial_dir = None if run is None else run.partial
 
     log: dict[str, Any] = {}
     resumed: list[str] = []
@@ -224,9 +224,9 @@ def evaluate_tofu(
         resumed_sets=tuple(resumed),
         resumed_samples={key: len(finished[key]) for key in todo if finished[key]},
     )
-    if out_dir is not None:
-        save_tofu_log(log, Path(out_dir) / AGGREGATED_FILE)
-        atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary.to_dict())
+    if run is not None:
+        save_tofu_log(log, run.path / AGGREGATED_FILE)
+        atomic_write_json(run.summary("eval"), summary.to_dict())
     return log, summary
 
 

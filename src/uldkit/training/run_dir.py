@@ -22,7 +22,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -286,10 +286,44 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, _Absent) else json.dumps(value)
 
 
+def check_apart(out: Path, inputs: Sequence[str | os.PathLike | None], *,
+                inside_ok: bool = False) -> None:
+    """ConfigError when the output directory is or holds one of the inputs (replacing it
+    would destroy what the run reads), or lies inside one unless `inside_ok`."""
+    where = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given).resolve()
+        inside = path in where.parents and not inside_ok
+        if where == path or where in path.parents or inside:
+            raise ConfigError(f"output directory '{out}' overlaps the input '{given}'; "
+                              "choose another")
+
+
 def is_output_of(out_dir: str | os.PathLike, command: str) -> bool:
     """Whether `out_dir` was written by `command` (its run_config.json says so)."""
     record = RunDir(Path(out_dir)).read_config()
     return record is not None and record.get("command") == command
+
+
+@contextmanager
+def start_output(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
+                 overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Iterator[RunDir]:
+    """`start_run` for commands that write their whole output at once (report, data synth):
+    a directory holding files is refused unless it is a previous output of `command` or
+    `overwrite` is given; either way the new output replaces it only once complete."""
+    out = Path(out_dir)
+    check_apart(out, inputs, inside_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path '{out}' exists and is not a directory")
+    if _holds_files(out) and not overwrite and not is_output_of(out, command):
+        raise ConfigError(
+            f"output directory '{out}' holds files that are not an earlier `uldkit {command}` "
+            "output; choose an empty directory, or pass --overwrite to replace it"
+        )
+    with start_run(out, command, config, overwrite=True) as run:
+        yield run
 
 
 def building_dir(out: Path) -> Path:
