@@ -89,7 +89,9 @@ def tofu_command(
     console = Console()
     run_settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,
                         max_length=max_length, resume=resume, show_progress=not quiet)
-    with start_run(out, "eval tofu", config, overwrite=overwrite, resume=resume) as run:
+    # batch size changes the speed, not the scores (see tofu_eval's identity)
+    with start_run(out, "eval tofu", config, overwrite=overwrite, resume=resume,
+                   may_differ=("batch_size",)) as run:
         if retain_is_model:
             console.print(f"evaluating the retain model {retain_logs}", highlight=False)
             try:

@@ -22,7 +22,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,9 +57,11 @@ REPORT_FILES = {"markdown": "report.md", "html": "report.html", "plot": "tradeof
 
 @dataclass(frozen=True)
 class RunDir:
-    """A run directory and the paths of its files."""
+    """A run directory and the paths of its files; `replaces` is set while the run is built
+    beside a finished run it will replace (see `open_run`)."""
 
     path: Path
+    replaces: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -239,16 +241,18 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) 
     return out
 
 
-def check_resume(out_dir: str | os.PathLike, command: str, config: dict[str, Any]) -> None:
+def check_resume(out_dir: str | os.PathLike, command: str, config: dict[str, Any],
+                 may_differ: Collection[str] = ()) -> None:
     """ConfigError naming the first setting in which `config` differs from the run saved in
-    `out_dir` (nothing to compare when it saved none). Settings in RESUMABLE_SETTINGS may
-    differ."""
+    `out_dir` (nothing to compare when it saved none). Settings named in RESUMABLE_SETTINGS
+    or `may_differ` may differ."""
     saved = RunDir(Path(out_dir)).read_config()
     if saved is None:
         return
     difference = first_difference(
         {"command": saved.get("command"), "config": saved.get("config")},
         {"command": command, "config": json.loads(json.dumps(config))},
+        RESUMABLE_SETTINGS | set(may_differ),
     )
     if difference is not None:
         where, old, new = difference
@@ -258,16 +262,18 @@ def check_resume(out_dir: str | os.PathLike, command: str, config: dict[str, Any
         )
 
 
-def first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted key, old value, new value) of the first difference, in `new`'s key order."""
+def first_difference(old: Any, new: Any, ignored: Collection[str] = (),
+                     where: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, old value, new value) of the first difference, in `new`'s key order;
+    keys named in `ignored` are skipped at any depth."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in [*new, *(k for k in old if k not in new)]:
-            if key in RESUMABLE_SETTINGS:
+            if key in ignored:
                 continue
             path = f"{where}.{key}" if where else str(key)
             if key not in old or key not in new:
                 return path, old.get(key, _ABSENT), new.get(key, _ABSENT)
-            found = first_difference(old[key], new[key], path)
+            found = first_difference(old[key], new[key], ignored, path)
             if found is not None:
                 return found
         return None
@@ -331,35 +337,56 @@ def building_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.building")
 
 
-@contextmanager
-def start_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
-              overwrite: bool = False, resume: bool = False,
-              main_process: bool = True) -> Iterator[RunDir]:
-    """The directory to write a run into, with its run_config.json written.
+def open_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
+             overwrite: bool = False, resume: bool = False, main_process: bool = True,
+             may_differ: Collection[str] = ()) -> RunDir:
+    """The directory to write a run into, with its run_config.json written; `finish_run`
+    it once the run has finished (or use `start_run`).
 
     Refused before anything is touched: a directory holding files without --resume or
-    --overwrite, and a resume whose settings differ from the saved ones. With --overwrite the
-    new run is built beside the old one and swapped in only when the block finishes; if it
-    fails, the old run stays as it was. Every process calls this; only `main_process` writes.
+    --overwrite, and a resume whose settings differ from the saved ones (except those in
+    `may_differ`, which do not change the results). With --overwrite the
+    new run is built beside the old one (`building_dir`) and swapped in by `finish_run`; if it
+    fails first, the old run stays as it was. Every process calls this; only `main_process`
+    writes.
     """
     out = check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     if resume:
-        check_resume(out, command, config)
+        check_resume(out, command, config, may_differ)
     replacing = overwrite and not resume and _holds_files(out)
-    work = building_dir(out) if replacing else out
+    run = RunDir(building_dir(out), replaces=out) if replacing else RunDir(out)
     if main_process:
         if replacing:
-            shutil.rmtree(work, ignore_errors=True)  # left by an interrupted overwrite
-        work.mkdir(parents=True, exist_ok=True)
-        write_run_config(work, command, config)
+            shutil.rmtree(run.path, ignore_errors=True)  # left by an interrupted overwrite
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_run_config(run.path, command, config)
+    return run
+
+
+def finish_run(run: RunDir, main_process: bool = True) -> RunDir:
+    """The finished run in its place: a run built beside the one it replaces is swapped in."""
+    if run.replaces is None:
+        return run
+    if main_process:
+        _swap_in(run.path, run.replaces)
+    return RunDir(run.replaces)
+
+
+@contextmanager
+def start_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
+              overwrite: bool = False, resume: bool = False, main_process: bool = True,
+              may_differ: Collection[str] = ()) -> Iterator[RunDir]:
+    """`open_run`, then `finish_run` when the block ends; a replacing run that fails is
+    removed (the old run was never touched)."""
+    run = open_run(out_dir, command, config, overwrite=overwrite, resume=resume,
+                   main_process=main_process, may_differ=may_differ)
     try:
-        yield RunDir(work)
+        yield run
     except BaseException:
-        if replacing and main_process:
-            shutil.rmtree(work, ignore_errors=True)
+        if run.replaces is not None and main_process:
+            shutil.rmtree(run.path, ignore_errors=True)
         raise
-    if replacing and main_process:
-        _swap_in(work, out)
+    finish_run(run, main_process)
 
 
 def _swap_in(new: Path, out: Path) -> None:
