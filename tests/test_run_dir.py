@@ -67,9 +67,9 @@ def main_ok(args: list[str]) -> None:
 
 # --- issue 18 item 6: a resume with other settings --------------------------------------------
 @pytest.mark.parametrize("change, setting", [
-    (["--lr", "3e-5"], "config.train.lr"),
-    (["--method", "npo"], "config.method"),
-    (["--forget", "forget05"], "config.forget"),
+    (["--lr", "3e-5"], "lr = (not set), now 3e-05"),
+    (["--method", "npo"], 'method = "grad_ascent", now "npo"'),
+    (["--forget", "forget05"], 'config.forget = "forget10", now "forget05"'),
 ])
 def test_resume_with_other_settings_is_refused_before_any_file_is_touched(
         trained_world, finished_run, capsys, change, setting):
@@ -97,7 +97,7 @@ def test_finetune_resume_with_other_settings_is_refused(tmp_path, capsys):
             "--epochs", "1", "--vocab-size", "300", "--out", str(tmp_path / "run")]
     main_ok(args)
     before = _snapshot(tmp_path / "run")
-    _fails_in_one_line([*args, "--resume", "--epochs", "2"], capsys, "config.train.epochs")
+    _fails_in_one_line([*args, "--resume", "--epochs", "2"], capsys, "train.epochs = 1, now 2")
     assert _snapshot(tmp_path / "run") == before
 
 
@@ -107,8 +107,8 @@ def test_overwrite_that_fails_part_way_keeps_the_finished_run(trained_world, tmp
     main_ok(_unlearn(trained_world.target, out))
     before = _snapshot(out)
     # lr 1e30 diverges in the first steps: the new run fails after it started writing
-    _fails_in_one_line(_unlearn(trained_world.target, out, "--overwrite", "--lr", "1e30"),
-                       capsys, "non-finite")
+    _fails_in_one_line(_unlearn(trained_world.target, out, "--overwrite", "--lr", "1e30",
+                                "--batch-size", "4", "--grad-accum", "1"), capsys, "non-finite")
     assert _snapshot(out) == before
     # what a failed or killed overwrite left beside it does not stand in the next run's way
     building_dir(out).mkdir(exist_ok=True)
