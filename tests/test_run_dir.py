@@ -19,7 +19,8 @@ from uldkit.cli import main
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import RunDir, building_dir
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import building_dir
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 
 

@@ -49,14 +49,8 @@ from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_losses
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import (
-    SAMPLE_FILES,
-    SUMMARY_FILES,
-    RunDir,
-    check_apart,
-    read_manifest,
-    start_run,
-)
+from uldkit.training.run_dir import SAMPLE_FILES, SUMMARY_FILES, RunDir, read_manifest
+from uldkit.training.run_start import check_apart, start_run
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 from uldkit.unlearning.load import load_language_model
 

@@ -33,7 +33,7 @@ def synth(
     overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Write the built-in synthetic world in TOFU's layout (load it with --tofu DIR)."""
-    from uldkit.training.run_dir import start_output
+    from uldkit.training.run_start import start_output
 
     world = generate_world(people, seed)
     with start_output(out, "data synth", {"people": people, "seed": seed},

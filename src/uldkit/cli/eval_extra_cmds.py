@@ -28,7 +28,8 @@ from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.training.journal import JournalledStages, SampleJournal, data_sha256
-from uldkit.training.run_dir import RunDir, start_run
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import start_run
 
 if TYPE_CHECKING:
     from uldkit.data.documents import DocumentSplits

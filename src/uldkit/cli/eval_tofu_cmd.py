@@ -16,7 +16,8 @@ from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
 from uldkit.io import atomic_write_json
-from uldkit.training.run_dir import RunDir, start_run
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import start_run
 
 if TYPE_CHECKING:
     from uldkit.eval.tofu_eval import TofuEvalSummary

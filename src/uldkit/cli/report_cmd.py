@@ -25,7 +25,8 @@ def report(
 ) -> None:
     """Write report.md, report.html (self-contained) and tradeoff.png for the given runs."""
     from uldkit.report.render import render_report
-    from uldkit.training.run_dir import RunDir, start_output
+    from uldkit.training.run_dir import RunDir
+    from uldkit.training.run_start import start_output
 
     config = {"run_dirs": [str(d) for d in run_dirs], "title": title, "max_samples": max_samples}
     with start_output(out, "report", config, overwrite=overwrite, inputs=run_dirs) as run:

@@ -23,7 +23,8 @@ from uldkit.models.scoring import mean_answer_probability
 from uldkit.models.tiny import build_tiny_llama, check_size
 from uldkit.models.tokenizer import train_bpe_tokenizer
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import RunDir, check_out_dir, start_run
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import check_out_dir, start_run
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 
 

@@ -17,7 +17,7 @@ from uldkit.errors import ConfigError, DataError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.models.loading import load_model
-from uldkit.training.run_dir import check_out_dir, finish_run, open_run
+from uldkit.training.run_start import check_out_dir, finish_run, open_run
 from uldkit.training.trainer import TrainConfig, Trainer
 from uldkit.unlearning.catalog import get_method
 
