@@ -34,6 +34,8 @@ from kill_resume_harness import (  # noqa: E402
     unlearn_command,
 )
 
+from uldkit.training.run_dir import Checkpoint, RunDir  # noqa: E402
+
 
 def main() -> int:
     args = _parse_args()
@@ -124,7 +126,8 @@ def _train_target(out: Path, args: argparse.Namespace) -> Path:
 
 def _seconds_per_checkpoint(run_dir: Path, fallback: float) -> float:
     """The time between the run's last two checkpoints (their COMPLETE markers)."""
-    markers = [run_dir / "checkpoints" / f"step-{step:07d}" / "COMPLETE"
+    checkpoints = RunDir(run_dir).checkpoints
+    markers = [Checkpoint.final(checkpoints, step).complete_marker
                for step in complete_steps(run_dir)[-2:]]
     if len(markers) < 2:
         return fallback
@@ -132,7 +135,7 @@ def _seconds_per_checkpoint(run_dir: Path, fallback: float) -> float:
 
 
 def _partial(run_dir: Path) -> list[str]:
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = RunDir(run_dir).checkpoints
     return sorted(p.name for p in checkpoints.glob(".*.partial")) if checkpoints.is_dir() else []
 
 

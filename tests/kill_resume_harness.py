@@ -21,10 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
-from uldkit.training.trainer import CHECKPOINT_PATTERN
-
-COMPLETE_MARKER = "COMPLETE"
-CHECKPOINTS_DIR = "checkpoints"
+from uldkit.training.run_dir import Checkpoint, RunDir
 
 
 def unlearn_command(
@@ -52,11 +49,12 @@ def unlearn_command(
 
 def complete_steps(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the run's complete checkpoints (with their COMPLETE marker), ascending."""
-    checkpoints = Path(run_dir) / CHECKPOINTS_DIR
+    checkpoints = RunDir(Path(run_dir)).checkpoints
     if not checkpoints.is_dir():
         return []
-    return sorted(int(m.group(1)) for d in checkpoints.iterdir()
-                  if (m := CHECKPOINT_PATTERN.match(d.name)) and (d / COMPLETE_MARKER).exists())
+    return sorted(step for d in checkpoints.iterdir()
+                  if (step := Checkpoint.step_of(d)) is not None
+                  and Checkpoint(d).complete_marker.exists())
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,25 @@ def test_cli_synth_writes_a_loadable_world(tmp_path):
                                "paraphrased_question", "subject"}
 
 
+def test_cli_synth_refuses_a_directory_of_other_files(tmp_path):
+    from uldkit.cli import main
+
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / "thesis.tex").write_text("a user's file")
+    with pytest.raises(SystemExit) as done:
+        main(["data", "synth", "--out", str(out), "--people", "4"])
+    assert done.value.code == 2
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert runner.invoke(app, ["data", "synth", "--out", str(out), "--people", "4",
+                               "--overwrite"]).exit_code == 0
+    assert not (out / "thesis.tex").exists()
+    assert load_tofu(out, "full") == generate_world(4).split("full")
+    # a world it wrote before is replaced without --overwrite
+    assert runner.invoke(app, ["data", "synth", "--out", str(out), "--people", "6"]).exit_code == 0
+    assert load_tofu(out, "full") == generate_world(6).split("full")
+
+
 def test_cli_show_real_tofu_forget10():
     result = runner.invoke(app, ["data", "show", "--tofu", "/work/shared/data/tofu",
                                  "--split", "forget10", "--rows", "2"])

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from uldkit.errors import ConfigError
-from uldkit.eval.sample_journal import SampleJournal
 from uldkit.eval.tofu_eval import evaluate_tofu, tofu_eval_sets
 from uldkit.eval.tofu_log import FORGET_SET, RETAIN_SET
+from uldkit.training.journal import SampleJournal
 from uldkit.unlearning.load import load_language_model
 
 RUN = dict(batch_size=8, max_new_tokens=6, show_progress=False, model_name="target")

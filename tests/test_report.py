@@ -146,8 +146,39 @@ def test_cli_report(runs, tmp_path):
     out = tmp_path / "cli_out"
     result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "tradeoff.png"}
+    # run_config.json marks the directory as this command's output (see the next test)
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "tradeoff.png",
+                                               "run_config.json"}
+    assert json.loads((out / "run_config.json").read_text())["command"] == "report"
     assert str(out / "report.html") in result.output
+
+
+def test_cli_report_refuses_a_directory_of_other_files(runs, tmp_path, capsys):
+    from uldkit.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    with pytest.raises(SystemExit) as done:
+        main(["report", *map(str, runs), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and "\n" not in err and "--overwrite" in err, err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # its own earlier output is rewritten in place of the old one
+    own = tmp_path / "own"
+    assert CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(own)]).exit_code == 0
+    first = (own / "report.md").read_text()
+    assert CliRunner().invoke(app, ["report", str(runs[0]), "--out", str(own)]).exit_code == 0
+    assert (own / "report.md").read_text() != first and "run_single" not in (
+        own / "report.md").read_text()
+    # --overwrite replaces the directory; an input inside the output is refused even then
+    assert CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out),
+                                    "--overwrite"]).exit_code == 0
+    assert not (out / "notes.txt").exists() and (out / "report.html").is_file()
+    with pytest.raises(SystemExit) as done:
+        main(["report", *map(str, runs), "--out", str(tmp_path), "--overwrite"])
+    assert done.value.code == 2 and "overlaps" in capsys.readouterr().err
+    assert all(run.is_dir() for run in runs)
 
 
 def _mia(aucs: dict[str, tuple[float, float]], texts: str) -> dict:

@@ -49,12 +49,13 @@ from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_losses
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import prepare_out_dir, read_manifest, write_run_config
+from uldkit.training.run_dir import SAMPLE_FILES, SUMMARY_FILES, RunDir, read_manifest
+from uldkit.training.run_start import check_apart, start_run
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 from uldkit.unlearning.load import load_language_model
 
-SUMMARY_FILE = "relearn.json"
-SAMPLES_FILE = "relearn_samples.jsonl"
+SUMMARY_FILE = SUMMARY_FILES["relearn"]
+SAMPLES_FILE = SAMPLE_FILES["relearn"]
 RECOVERY_FLOOR = 1e-3
 METRICS = ("prob", "rouge")
 
@@ -119,11 +120,19 @@ def relearn_attack(
     pairs = list(source.load(config.forget))
     trained_on, held_out = split_forget_set(pairs, config.fraction, config.seed)
     kind, original = _kind_and_original(config)
-    _check_out_dir(Path(config.out), [config.model, original])
-    out = prepare_out_dir(config.out, overwrite=overwrite, resume=False)
-    write_run_config(out, "attack relearn", {**asdict(config), "original": original,
-                                             "kind": kind})
+    check_apart(Path(config.out), [config.model, original])
+    with start_run(config.out, "attack relearn",
+                   {**asdict(config), "original": original, "kind": kind},
+                   overwrite=overwrite) as run:
+        return _attack(config, run, pairs, (trained_on, held_out), (kind, original),
+                       show_progress, started)
 
+
+def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
+            split: tuple[list[int], list[int]], models: tuple[str, str | None],
+            show_progress: bool, started: float) -> dict[str, Any]:
+    """The attack itself, written into `run`."""
+    (trained_on, held_out), (kind, original) = split, models
     lm = load_language_model(config.model, device=config.device)
     before = _score(lm, pairs, config)
     attackable = with_attack_lora(lm, kind, config.lora_rank, config.seed)
@@ -136,7 +145,7 @@ def relearn_attack(
         reference = _score(load_language_model(original, device=config.device), pairs, config)
 
     rows = _sample_rows(pairs, set(trained_on), before, after, reference)
-    atomic_write_text(out / SAMPLES_FILE,
+    atomic_write_text(run.samples("relearn"),
                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     means = {"before": _means(before, held_out), "after": _means(after, held_out),
              "original": None if reference is None else _means(reference, held_out)}
@@ -163,7 +172,7 @@ def relearn_attack(
         "samples": SAMPLES_FILE,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    atomic_write_json(out / SUMMARY_FILE, summary)
+    atomic_write_json(run.summary("relearn"), summary)
     return summary
 
 
@@ -178,17 +187,6 @@ def _kind_and_original(config: RelearnConfig) -> tuple[str, str | None]:
         return kind, str(config.original)
     named = manifest.get("target")
     return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
-
-
-def _check_out_dir(out: Path, models: Sequence[str | None]) -> None:
-    where = out.resolve()
-    for model in models:
-        if model is None:
-            continue
-        path = Path(model).resolve()
-        if where == path or path in where.parents or where in path.parents:
-            raise ConfigError(f"output directory '{out}' overlaps the model directory "
-                              f"'{model}'; choose another")
 
 
 def _train(model: torch.nn.Module, tokenizer, pairs: list[QAPair], config: RelearnConfig,

@@ -47,7 +47,8 @@ def relearn_command(
 ) -> None:
     """Fine-tune part of the forget set back in; measure how much of the rest returns."""
     # Imported here: torch, transformers and PEFT would slow every other command's start.
-    from uldkit.attacks.relearn import SUMMARY_FILE, RelearnConfig, relearn_attack
+    from uldkit.attacks.relearn import RelearnConfig, relearn_attack
+    from uldkit.training.run_dir import RunDir
 
     summary = relearn_attack(RelearnConfig(
         model=str(model), out=str(out), data=data, forget=forget, people=people,
@@ -60,7 +61,7 @@ def relearn_command(
     console.print(f"attack: {summary['attack']} ({summary['kind']} model), "
                   f"{summary['steps']} steps on {summary['trained_on']} forget pairs; "
                   f"scores above are of the {summary['held_out']} held out", highlight=False)
-    console.print(f"results: {out / SUMMARY_FILE}", highlight=False, soft_wrap=True)
+    console.print(f"results: {RunDir(out).summary('relearn')}", highlight=False, soft_wrap=True)
 
 
 def _table(summary: dict[str, Any]) -> Table:

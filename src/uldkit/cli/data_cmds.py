@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from uldkit.cli import options
 from uldkit.cli.app import app
 from uldkit.data.records import record_from_qa
 from uldkit.data.synthetic import SYNTHETIC_SPLITS, generate_world
@@ -29,10 +30,15 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Directory to write (TOFU layout)."),
     people: int = typer.Option(40, "--people", min=2, help="Number of fictitious people."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same world."),
+    overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Write the built-in synthetic world in TOFU's layout (load it with --tofu DIR)."""
+    from uldkit.training.run_start import start_output
+
     world = generate_world(people, seed)
-    world.save(out)
+    with start_output(out, "data synth", {"people": people, "seed": seed},
+                      overwrite=overwrite) as run:
+        world.save(run.path)
     counts = ", ".join(
         f"{name} {len(world.split(name))}" for name in SYNTHETIC_SPLITS if name != "full"
     )

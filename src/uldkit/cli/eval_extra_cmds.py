@@ -26,19 +26,14 @@ from uldkit.data.tofu import load_tofu
 from uldkit.data.types import DocumentDataset, QADataset
 from uldkit.errors import ConfigError, ModelError
 from uldkit.eval.mia import DEFAULT_K, MARGIN, MIA_STAGES, MiaReport, mia_audit
-from uldkit.eval.sample_journal import JournalledStages, SampleJournal, data_sha256
 from uldkit.io import atomic_write_json, atomic_write_text
-from uldkit.training.run_dir import prepare_out_dir, write_run_config
+from uldkit.training.journal import JournalledStages, SampleJournal, data_sha256
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import start_run
 
 if TYPE_CHECKING:
     from uldkit.data.documents import DocumentSplits
 
-MUSE_SUMMARY = "muse_summary.json"
-MUSE_SAMPLES = "muse_samples.jsonl"
-MIA_SUMMARY = "mia_summary.json"
-MIA_SAMPLES = "mia_samples.jsonl"
-MUSE_JOURNAL = "muse_stages.partial.jsonl"
-MIA_JOURNAL = "mia_stages.partial.jsonl"
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted run: stages it "
                       "finished are read back, not recomputed.")
 
@@ -112,7 +107,6 @@ def muse_command(
     if target is not None:
         target_lm = lm if _same(target, model) else load_language_model(target, **load)
 
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     config = {
         "model": str(model), "retain_model": str(retain_model),
         "target": None if target is None else str(target), "data": data, "people": people,
@@ -121,17 +115,18 @@ def muse_command(
         "forget_qa": _str(forget_qa), "retain_qa": _str(retain_qa),
         "settings": asdict(settings), "device": device, "dtype": dtype,
     }
-    write_run_config(out, "eval muse", config)
-    journal = _stage_journal(out / MUSE_JOURNAL, config, MUSE_STAGES, [
-        document_texts(splits.forget), document_texts(splits.holdout),
-        [p.to_dict() for p in splits.forget_qa], [p.to_dict() for p in splits.retain_qa]])
-    stages = JournalledStages(MUSE_STAGES, journal, resume)
-    result = evaluate_muse(lm, splits, retain_lm, target_lm, settings, stages)
-    summary = {"model": str(model), "retain_model": str(retain_model),
-               "target": None if target is None else str(target), **result.summary.to_dict()}
-    atomic_write_json(out / MUSE_SUMMARY, summary)
-    _write_jsonl(out / MUSE_SAMPLES, result.samples)
-    journal.remove()
+    with start_run(out, "eval muse", config, overwrite=overwrite, resume=resume) as run:
+        journal = _stage_journal(run.journal("muse"), config, MUSE_STAGES, [
+            document_texts(splits.forget), document_texts(splits.holdout),
+            [p.to_dict() for p in splits.forget_qa], [p.to_dict() for p in splits.retain_qa]])
+        stages = JournalledStages(MUSE_STAGES, journal, resume)
+        result = evaluate_muse(lm, splits, retain_lm, target_lm, settings, stages)
+        summary = {"model": str(model), "retain_model": str(retain_model),
+                   "target": None if target is None else str(target),
+                   **result.summary.to_dict()}
+        atomic_write_json(run.summary("muse"), summary)
+        _write_jsonl(run.samples("muse"), result.samples)
+        journal.remove()
     _say_resumed(stages)
     Console().print(_muse_table(summary))
     Console().print(
@@ -186,7 +181,6 @@ def mia_command(
     retain_lm = None if retain_model is None else load_language_model(retain_model, **load)
     reference_lm = None if reference is None else load_language_model(reference, **load)
 
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     config = {
         "model": str(model), "retain_model": _str(retain_model), "reference": _str(reference),
         "data": data, "people": people, "data_seed": data_seed, "holdout": holdout,
@@ -194,19 +188,19 @@ def mia_command(
         "k": k, "margin": MARGIN, "max_tokens": max_tokens, "device": device, "dtype": dtype,
         "batch_size": batch_size,
     }
-    write_run_config(out, "eval mia", config)
     forget_texts, holdout_texts = [d.text for d in forget_set], [d.text for d in holdout_set]
-    journal = _stage_journal(out / MIA_JOURNAL, config, MIA_STAGES,
-                             [forget_texts, holdout_texts])
-    stages = JournalledStages(MIA_STAGES, journal, resume)
-    report = mia_audit(lm, forget_texts, holdout_texts, reference=reference_lm,
-                       retain_lm=retain_lm, k=k, batch_size=batch_size, max_tokens=max_tokens,
-                       stages=stages)
-    summary = {"model": str(model), "retain_model": _str(retain_model),
-               "reference": _str(reference), **report.summary_dict()}
-    atomic_write_json(out / MIA_SUMMARY, summary)
-    _write_jsonl(out / MIA_SAMPLES, report.samples)
-    journal.remove()
+    with start_run(out, "eval mia", config, overwrite=overwrite, resume=resume) as run:
+        journal = _stage_journal(run.journal("mia"), config, MIA_STAGES,
+                                 [forget_texts, holdout_texts])
+        stages = JournalledStages(MIA_STAGES, journal, resume)
+        report = mia_audit(lm, forget_texts, holdout_texts, reference=reference_lm,
+                           retain_lm=retain_lm, k=k, batch_size=batch_size,
+                           max_tokens=max_tokens, stages=stages)
+        summary = {"model": str(model), "retain_model": _str(retain_model),
+                   "reference": _str(reference), **report.summary_dict()}
+        atomic_write_json(run.summary("mia"), summary)
+        _write_jsonl(run.samples("mia"), report.samples)
+        journal.remove()
     _say_resumed(stages)
     console = Console()
     console.print(_mia_table(report))
@@ -255,11 +249,7 @@ def _recorded_holdout(model_dirs: list[Path | None]) -> int | None:
     for directory in model_dirs:
         if directory is None:
             continue
-        try:
-            record = json.loads((directory / "run_config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        value = record.get("config", {}).get("holdout_people") if isinstance(record, dict) else None
+        value = RunDir(directory).recorded_setting("holdout_people")
         if isinstance(value, int) and value > 0:
             return value
     return None

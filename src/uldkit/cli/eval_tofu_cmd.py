@@ -16,7 +16,8 @@ from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
 from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
 from uldkit.io import atomic_write_json
-from uldkit.training.run_dir import prepare_out_dir, write_run_config
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import start_run
 
 if TYPE_CHECKING:
     from uldkit.eval.tofu_eval import TofuEvalSummary
@@ -58,7 +59,6 @@ def tofu_command(
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
     # Imported here: torch and transformers would slow every other command's start.
     from uldkit.eval.tofu_eval import (
-        SUMMARY_FILE,
         check_retain_log,
         evaluate_tofu,
         tofu_eval_sets,
@@ -80,44 +80,49 @@ def tofu_command(
         check_retain_log(retain_log, len(sets[FORGET_SET]))
     lm = load_language_model(model, **load, **extra, **({"alpha": alphas[0]} if alphas else {}))
 
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    write_run_config(out, "eval tofu", {
+    config = {
         "model": str(model), "split": split, "data": data, "people": people,
         "data_seed": data_seed, "retain_logs": None if retain_logs is None else str(retain_logs),
         "alpha": alphas or None, "tau": tau, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "max_length": max_length, "device": device,
         "dtype": dtype,
-    })
+    }
     console = Console()
-    run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
-               resume=resume, show_progress=not quiet)
-    if retain_is_model:
-        console.print(f"evaluating the retain model {retain_logs}", highlight=False)
-        try:
-            retain_lm = load_language_model(retain_logs, **load)
-        except UldkitError:
-            if not resume:  # the directory holds nothing but this run's configuration
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-        retain_log, retain_summary = evaluate_tofu(
-            retain_lm, source, split, out_dir=out / RETAIN_DIR, model_name=str(retain_logs),
-            **run)
-        del retain_lm
-        _print_summary(console, retain_summary, out / RETAIN_DIR)
+    run_settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        max_length=max_length, resume=resume, show_progress=not quiet)
+    # batch size changes the speed, not the scores (see tofu_eval's identity)
+    with start_run(out, "eval tofu", config, overwrite=overwrite, resume=resume,
+                   may_differ=("batch_size",)) as run:
+        if retain_is_model:
+            console.print(f"evaluating the retain model {retain_logs}", highlight=False)
+            try:
+                retain_lm = load_language_model(retain_logs, **load)
+            except UldkitError:
+                if not resume:  # the directory holds nothing but this run's configuration
+                    shutil.rmtree(run.path, ignore_errors=True)
+                raise
+            retain_log, retain_summary = evaluate_tofu(
+                retain_lm, source, split, out_dir=run.path / RETAIN_DIR,
+                model_name=str(retain_logs), **run_settings)
+            del retain_lm
+            _print_summary(console, retain_summary, out / RETAIN_DIR)
 
-    if not alphas:
-        _, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=out,
-                                   model_name=_label(model, None, tau), **run)
-        _print_summary(console, summary, out)
-        return
-    rows = []
-    for value in alphas:
-        view = _with_alpha(lm, model, value, extra, load)
-        alpha_out = out / f"alpha_{value:g}"
-        _, summary = evaluate_tofu(view, source, split, retain_log, out_dir=alpha_out,
-                                   model_name=_label(model, value, tau), **run)
-        rows.append({"alpha": value, "tau": tau, "out": str(alpha_out), **_headline(summary)})
-    atomic_write_json(out / SUMMARY_FILE, {"model": str(model), "split": split, "sweep": rows})
+        if not alphas:
+            _, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=run.path,
+                                       model_name=_label(model, None, tau), **run_settings)
+            _print_summary(console, summary, out)
+            return
+        rows = []
+        for value in alphas:
+            view = _with_alpha(lm, model, value, extra, load)
+            alpha_dir = f"alpha_{value:g}"
+            _, summary = evaluate_tofu(view, source, split, retain_log,
+                                       out_dir=run.path / alpha_dir,
+                                       model_name=_label(model, value, tau), **run_settings)
+            rows.append({"alpha": value, "tau": tau, "out": str(out / alpha_dir),
+                         **_headline(summary)})
+        atomic_write_json(run.summary("eval"),
+                          {"model": str(model), "split": split, "sweep": rows})
     console.print(_sweep_table(rows))
 
 
@@ -129,9 +134,7 @@ def _label(model: Path, alpha: float | None, tau: float | None) -> str:
 
 
 def _is_model_dir(path: Path) -> bool:
-    from uldkit.training.run_dir import MANIFEST_NAME
-
-    return path.is_dir() and ((path / "config.json").is_file() or (path / MANIFEST_NAME).is_file())
+    return path.is_dir() and ((path / "config.json").is_file() or RunDir(path).manifest.is_file())
 
 
 def _with_alpha(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from uldkit.cli import options
 from uldkit.cli.app import app
 
 
@@ -20,11 +21,16 @@ def report(
     max_samples: int = typer.Option(
         5, "--max-samples", min=0, help="Forget questions to show generated answers for, per run."
     ),
+    overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Write report.md, report.html (self-contained) and tradeoff.png for the given runs."""
     from uldkit.report.render import render_report
+    from uldkit.training.run_dir import RunDir
+    from uldkit.training.run_start import start_output
 
-    files = render_report(run_dirs, out, max_samples=max_samples,
-                          **({} if title is None else {"title": title}))
-    for path in (files.markdown, files.html, files.plot):
-        typer.echo(str(path))
+    config = {"run_dirs": [str(d) for d in run_dirs], "title": title, "max_samples": max_samples}
+    with start_output(out, "report", config, overwrite=overwrite, inputs=run_dirs) as run:
+        render_report(run_dirs, run.path, max_samples=max_samples,
+                      **({} if title is None else {"title": title}))
+    for kind in ("markdown", "html", "plot"):
+        typer.echo(str(RunDir(out).report(kind)))

@@ -35,9 +35,8 @@ from uldkit.demo.stages import (
 from uldkit.errors import ConfigError
 from uldkit.eval.muse import MuseSettings
 from uldkit.io import atomic_write_json, atomic_write_text
+from uldkit.training.run_dir import RunDir
 
-MUSE_SUMMARY = "muse_summary.json"
-MUSE_SAMPLES = "muse_samples.jsonl"
 SETTINGS = MuseSettings(batch_size=16)
 # Fine-tuning per size: the target must reproduce its passages and answers (VerbMem and
 # KnowMem near 1), the retain model must know its own as well.
@@ -116,7 +115,7 @@ def run_muse_demo(config, methods: list[str], out: Path, log) -> dict[str, Any]:
         result: dict[str, Any] = {"muse": summary, "train_seconds": seconds}
         if name != "retain":
             result["samples"] = samples[:config.samples_per_method]
-        result["mia"] = mia_stage(out / "mia" / name / "mia_summary.json", model,
+        result["mia"] = mia_stage(RunDir(out / "mia" / name).summary("mia"), model,
                                   retain_model, texts)
         return result
 
@@ -145,7 +144,7 @@ def muse_stage(
     """MUSE's summary of one model and its answers to forget questions (resumable)."""
     from uldkit.eval.muse import evaluate_muse
 
-    summary_file, samples_file = eval_dir / MUSE_SUMMARY, eval_dir / MUSE_SAMPLES
+    summary_file, samples_file = RunDir(eval_dir).summary("muse"), RunDir(eval_dir).samples("muse")
     if summary_file.exists() and samples_file.exists():
         records = [json.loads(line) for line in samples_file.read_text().splitlines() if line]
         return json.loads(summary_file.read_text()), _answer_samples(records)

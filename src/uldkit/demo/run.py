@@ -45,7 +45,7 @@ from uldkit.demo.stages import (
 )
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
-from uldkit.training.run_dir import write_run_config
+from uldkit.training.run_dir import RunDir, write_run_config
 
 
 def resolve_config(config: DemoConfig) -> DemoConfig:
@@ -100,7 +100,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         title = "uldkit demo: unlearning on the synthetic world"
     results["config"] = asdict(config)
     results["wall_seconds"] = time.perf_counter() - started
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(RunDir(out).summary("results"), results)
     render_report([out], out / "report", title=title)
     return results
 
@@ -119,7 +119,7 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
 
     def eval_stage(name: str, model: LazyModel, retain_log: Any) -> tuple[dict, dict]:
         eval_dir = out / "eval" / name
-        summary_file = eval_dir / "summary.json"
+        summary_file = RunDir(eval_dir).summary("eval")
         if summary_file.exists():
             figures = json.loads(summary_file.read_text())["figures"]
             if figures.get("forget_exact_memorisation") is not None:
@@ -136,7 +136,7 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
         model = retain_model if model_dir == retain_dir else LazyModel(model_dir)
         tofu_log, figures = eval_stage(name, model, retain_log)
         result = _row(figures, seconds, tofu_log if name != "retain" else None, config)
-        result["mia"] = mia_stage(out / "mia" / name / "mia_summary.json", model,
+        result["mia"] = mia_stage(RunDir(out / "mia" / name).summary("mia"), model,
                                   retain_model, mia_texts)
         return result
 

@@ -1,8 +1,8 @@
 """The demo's stages shared by its TOFU and MUSE modes; each is skipped when its output exists.
 
-A stage's output file is its "done" marker: fine-tuning writes train_summary.json last,
-unlearning unlearn_summary.json, the MIA audit mia_summary.json, the relearning attack
-relearn.json. Running the demo again on the same directory picks up where it stopped.
+A stage's summary (`RunDir.summary`) is its "done" marker: fine-tuning writes its "train"
+summary last, unlearning its "unlearn" summary, the MIA audit "mia", the relearning attack
+"relearn". Running the demo again on the same directory picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from uldkit.demo.settings import FINETUNE_SETTINGS, DemoConfig
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
 from uldkit.models.lm import LanguageModel
+from uldkit.training.run_dir import RunDir
 from uldkit.training.trainer import TrainConfig
 
 Log = Callable[[str], None]
-MIA_SUMMARY = "mia_summary.json"
 
 
 class LazyModel:
@@ -40,10 +40,11 @@ class LazyModel:
         return self._lm
 
 
-def train_seconds(model_dir: Path, summary_name: str = "train_summary.json") -> float | None:
-    """The training time a model directory records (None for a model made elsewhere)."""
+def train_seconds(model_dir: Path, kind: str = "train") -> float | None:
+    """The training time a model directory's `kind` summary records (None for a model made
+    elsewhere)."""
     try:
-        return float(json.loads((model_dir / summary_name).read_text())["train_seconds"])
+        return float(json.loads(RunDir(model_dir).summary(kind).read_text())["train_seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -52,7 +53,7 @@ def finetune_stage(model_dir: Path, description: str, log: Log, **settings: Any)
     """Fine-tune into model_dir unless it holds a finished model (FinetuneConfig settings)."""
     from uldkit.training.finetune import FinetuneConfig, finetune
 
-    if not (model_dir / "train_summary.json").exists():
+    if not RunDir(model_dir).summary("train").exists():
         log(f"[demo] fine-tuning the {description}")
         finetune(FinetuneConfig(out=str(model_dir), **settings), resume=model_dir.exists())
     return model_dir
@@ -68,11 +69,7 @@ def given_model(path: str, role: str) -> Path:
 
 def recorded_setting(model_dir: Path, key: str) -> Any:
     """A fine-tuning setting from a model directory's run_config.json, or None."""
-    try:
-        record = json.loads((model_dir / "run_config.json").read_text(encoding="utf-8"))
-        return record["config"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return RunDir(model_dir).recorded_setting(key)
 
 
 def unlearn_stage(method: str, target_dir: Path, method_dir: Path, log: Log,
@@ -81,11 +78,11 @@ def unlearn_stage(method: str, target_dir: Path, method_dir: Path, log: Log,
     settings); returns the training time."""
     from uldkit.unlearning.run import UnlearnConfig, unlearn
 
-    if not (method_dir / "unlearn_summary.json").exists():
+    if not RunDir(method_dir).summary("unlearn").exists():
         log(f"[demo] unlearning with {method}")
         unlearn(UnlearnConfig(method=method, model=str(target_dir), out=str(method_dir),
                               **settings), resume=method_dir.exists())
-    return train_seconds(method_dir, "unlearn_summary.json")
+    return train_seconds(method_dir, "unlearn")
 
 
 # --- membership inference --------------------------------------------------------------------
@@ -133,15 +130,12 @@ def mia_stage(path: Path, model: LazyModel, retain: LazyModel, texts: MiaTexts) 
 
 
 # --- the relearning attack -------------------------------------------------------------------
-RELEARN_SUMMARY = "relearn.json"
-
-
 def relearn_stage(method: str, method_dir: Path, target_dir: Path, attack_dir: Path,
                   log: Log, **settings: Any) -> dict:
     """The relearning attack on one unlearned model (RelearnConfig settings); its summary."""
     from uldkit.attacks.relearn import RelearnConfig, relearn_attack
 
-    summary_file = attack_dir / RELEARN_SUMMARY
+    summary_file = RunDir(attack_dir).summary("relearn")
     if summary_file.exists():
         return json.loads(summary_file.read_text())
     log(f"[demo] relearning attack on {method}")

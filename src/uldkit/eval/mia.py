@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uldkit.errors import DataError
-from uldkit.eval.sample_journal import JournalledStages
+from uldkit.training.journal import JournalledStages
 
 if TYPE_CHECKING:  # scoring needs torch; the CLI reads this module's constants without it
     from uldkit.eval.token_scores import TokenScores

@@ -29,9 +29,9 @@ from uldkit.errors import DataError
 from uldkit.eval.memorisation import Memorisation, fluency, memorisation, qa_memorisation
 from uldkit.eval.mia import finite_or_none, mia_scores, roc_auc
 from uldkit.eval.rouge import rouge_l
-from uldkit.eval.sample_journal import JournalledStages
 from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
 from uldkit.models.lm import LanguageModel
+from uldkit.training.journal import JournalledStages
 
 MUSE_STAGES = ("verbmem", "knowmem_forget", "knowmem_retain", "min_k", "forget_qa_memorisation",
                "verbatim_memorisation", "retain_min_k", "target_knowmem_retain")

@@ -51,7 +51,6 @@ from uldkit.eval.memorisation import (
     qa_memorisation,
 )
 from uldkit.eval.progress import SampleProgress
-from uldkit.eval.sample_journal import SampleJournal, data_sha256, describe_identity_change
 from uldkit.eval.tofu_log import (
     AGGREGATED_FILE,
     EXACT_MEMORISATION,
@@ -73,10 +72,10 @@ from uldkit.io import atomic_write_json
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_scores
+from uldkit.training.journal import SampleJournal, check_identity, data_sha256
+from uldkit.training.run_dir import RunDir
 
 TOFU_GENERATION_MAX_LENGTH = 200  # TOFU's generation limit, prompt and answer tokens together
-SUMMARY_FILE = "summary.json"
-PARTIAL_DIR = "partial"
 EVAL_SPLITS = {
     RETAIN_SET: "retain_perturbed",
     REAL_AUTHORS_SET: "real_authors_perturbed",
@@ -167,7 +166,8 @@ def evaluate_tofu(
     # What the scores depend on: a partial set computed otherwise is not reused.
     identity = {k: v for k, v in settings.items() if k not in ("batch_size", "padding_side")}
     identity["model"] = name
-    partial_dir = None if out_dir is None else Path(out_dir) / PARTIAL_DIR
+    run = None if out_dir is None else RunDir(Path(out_dir))
+    partial_dir = None if run is None else run.partial
 
     log: dict[str, Any] = {}
     resumed: list[str] = []
@@ -224,9 +224,9 @@ def evaluate_tofu(
         resumed_sets=tuple(resumed),
         resumed_samples={key: len(finished[key]) for key in todo if finished[key]},
     )
-    if out_dir is not None:
-        save_tofu_log(log, Path(out_dir) / AGGREGATED_FILE)
-        atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary.to_dict())
+    if run is not None:
+        save_tofu_log(log, run.path / AGGREGATED_FILE)
+        atomic_write_json(run.summary("eval"), summary.to_dict())
     return log, summary
 
 
@@ -475,12 +475,7 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None  # an unreadable partial result is recomputed
-    if not isinstance(stored, dict) or stored.get("identity") != identity:
-        old = stored.get("identity") if isinstance(stored, dict) else None
-        raise ConfigError(
-            f"{path} was computed with other settings "
-            f"({describe_identity_change(old, identity)}); pass --overwrite to start over"
-        )
+    check_identity(path, stored.get("identity") if isinstance(stored, dict) else None, identity)
     set_log = stored.get("set_log")
     validate_set_log(set_log, str(path))
     if len(sample_indices(set_log)) != size:

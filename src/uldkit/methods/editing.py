@@ -25,7 +25,7 @@ from uldkit.io import atomic_write_json
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.models.loading import save_model
 from uldkit.training.losses import forward_logits
-from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.training.run_dir import RunDir
 from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
 
 # TOFU (Maini et al., 2024; locuslab/tofu config/forget.yaml): lr 1e-5, 5 epochs, effective
@@ -210,7 +210,7 @@ class WeightEditingMethod(UnlearningMethod):
             model = model.merge_and_unload()
         model.eval()
         save_model(model, tokenizer, out_dir)
-        atomic_write_json(Path(out_dir) / MANIFEST_NAME, {
+        atomic_write_json(RunDir(Path(out_dir)).manifest, {
             "kind": "plain",
             "method": self.name,
             "hyperparameters": self.hyperparameters,

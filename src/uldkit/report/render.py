@@ -29,10 +29,8 @@ from uldkit.report.tables import (
     relearn_table,
     results_table,
 )
+from uldkit.training.run_dir import RunDir
 
-MARKDOWN_FILE = "report.md"
-HTML_FILE = "report.html"
-PLOT_FILE = "tradeoff.png"
 DEFAULT_TITLE = "Unlearning report"
 METRIC_NOTES = TOFU_NOTE
 
@@ -55,10 +53,10 @@ def render_report(
         raise DataError("no run directories given for the report")
     runs = _distinct_names([load_run(run_dir) for run_dir in run_dirs])
     png = tradeoff_png(runs, title=f"{title}: {plot_description(runs)[0]}")
-    out = Path(out_dir)
-    files = ReportFiles(out / MARKDOWN_FILE, out / HTML_FILE, out / PLOT_FILE)
+    out = RunDir(Path(out_dir))
+    files = ReportFiles(out.report("markdown"), out.report("html"), out.report("plot"))
     atomic_write_bytes(files.plot, png)
-    atomic_write_text(files.markdown, markdown_report(runs, title, PLOT_FILE, max_samples))
+    atomic_write_text(files.markdown, markdown_report(runs, title, files.plot.name, max_samples))
     atomic_write_text(files.html, html_report(runs, title, png, max_samples))
     return files
 

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from uldkit.errors import DataError
+from uldkit.training.run_dir import RunDir
 
-RESULTS_FILE = "results.json"
-SUMMARY_FILE = "summary.json"
 METRIC_KEYS = ("forget_quality", "model_utility", "forget_rouge", "forget_prob")
 MUSE_KEYS = ("verbmem_forget", "knowmem_forget", "privleak", "knowmem_retain",
              "utility_preserved")
@@ -114,12 +113,13 @@ def load_run(run_dir: str | Path) -> RunResults:
     directory = Path(run_dir)
     if not directory.is_dir():
         raise DataError(f"{directory}: run directory not found")
-    results_path, summary_path = directory / RESULTS_FILE, directory / SUMMARY_FILE
+    run = RunDir(directory)
+    results_path, summary_path = run.summary("results"), run.summary("eval")
     if results_path.is_file():
         return _parse_results(_read_object(results_path), results_path, directory)
     if summary_path.is_file():
         return _parse_summary(_read_object(summary_path), summary_path, directory)
-    raise DataError(f"{directory}: holds neither {RESULTS_FILE} nor {SUMMARY_FILE}")
+    raise DataError(f"{directory}: holds neither {results_path.name} nor {summary_path.name}")
 
 
 def _parse_results(data: dict[str, Any], source: Path, directory: Path) -> RunResults:

@@ -23,7 +23,8 @@ from uldkit.models.scoring import mean_answer_probability
 from uldkit.models.tiny import build_tiny_llama, check_size
 from uldkit.models.tokenizer import train_bpe_tokenizer
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import check_out_dir, prepare_out_dir, write_run_config
+from uldkit.training.run_dir import RunDir
+from uldkit.training.run_start import check_out_dir, start_run
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 
 
@@ -97,51 +98,52 @@ def finetune(
         known = set(tokenizer_texts)
         tokenizer_texts += [t for t in document_texts(documents) if t not in known]
 
-    if accelerator.is_main_process:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    accelerator.wait_for_everyone()
-    model, tokenizer = base or _initial_model(config, tokenizer_texts, out, resume,
-                                              accelerator.is_main_process)
-    if config.lora is not None:
-        model = _with_lora(model, config.lora)
-    model.to(accelerator.device)
-
+    model, tokenizer = base or (None, _tokenizer(config, tokenizer_texts, RunDir(out), resume))
     encoded = encode_pairs(tokenizer, data, config.max_length)
     encoded += encode_document_chunks(tokenizer, documents, config.max_length)
-    if accelerator.is_main_process:
-        write_run_config(out, "finetune", {**asdict(config), "resolved_splits": splits,
-                                           "examples": len(encoded)})
-    trainer = Trainer(
-        model,
-        NextTokenObjective("train"),
-        StreamData({"train": encoded}, primary="train"),
-        config.train,
-        pad_token_id=tokenizer.pad_token_id,
-        checkpoint_dir=out / "checkpoints",
-        accelerator=accelerator,
-        on_step=on_step,
-    )
-    result = trainer.train(resume=resume)
+    run_config = {**asdict(config), "resolved_splits": splits, "examples": len(encoded)}
+    with start_run(out, "finetune", run_config, overwrite=overwrite, resume=resume,
+                   main_process=accelerator.is_main_process) as run:
+        if model is None:
+            if accelerator.is_main_process and not run.tokenizer.exists():
+                tokenizer.save_pretrained(run.tokenizer)
+            model = build_tiny_llama(tokenizer, config.size, seed=config.train.seed)
+        accelerator.wait_for_everyone()
+        if config.lora is not None:
+            model = _with_lora(model, config.lora)
+        model.to(accelerator.device)
+        trainer = Trainer(
+            model,
+            NextTokenObjective("train"),
+            StreamData({"train": encoded}, primary="train"),
+            config.train,
+            pad_token_id=tokenizer.pad_token_id,
+            checkpoint_dir=run.checkpoints,
+            accelerator=accelerator,
+            on_step=on_step,
+        )
+        result = trainer.train(resume=resume)
 
-    final = accelerator.unwrap_model(trainer.model)
-    if config.lora is not None:
-        final = final.merge_and_unload()
-    final.eval()
-    prob = mean_answer_probability(
-        CausalLM(final, tokenizer), [p.question for p in data], [p.answer for p in data]
-    )
-    if accelerator.is_main_process:
-        save_model(final, tokenizer, out)
-        atomic_write_json(out / "train_summary.json", {
-            "steps": result.steps,
-            "train_seconds": result.seconds,
-            "final_loss": result.final_loss,
-            "train_answer_prob": prob,
-            "examples": len(encoded),
-            "splits": splits,
-            "resumed_from_step": result.resumed_from,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
+        final = accelerator.unwrap_model(trainer.model)
+        if config.lora is not None:
+            final = final.merge_and_unload()
+        final.eval()
+        prob = mean_answer_probability(
+            CausalLM(final, tokenizer), [p.question for p in data], [p.answer for p in data]
+        )
+        if accelerator.is_main_process:
+            save_model(final, tokenizer, run.path)
+            atomic_write_json(run.summary("train"), {
+                "steps": result.steps,
+                "train_seconds": result.seconds,
+                "final_loss": result.final_loss,
+                "train_answer_prob": prob,
+                "examples": len(encoded),
+                "splits": splits,
+                "resumed_from_step": result.resumed_from,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })
+        accelerator.wait_for_everyone()
     accelerator.wait_for_everyone()
     return FinetuneResult(out, result.steps, result.seconds, result.final_loss, prob,
                           len(encoded))
@@ -156,19 +158,12 @@ def _training_documents(config: FinetuneConfig, source: DataSource) -> list[Docu
     return list(resolve_documents(config.documents, world))
 
 
-def _initial_model(
-    config: FinetuneConfig, texts: Sequence[str], out: Path, resume: bool, is_main: bool,
-):
-    """A tiny model built from scratch, with a tokenizer trained on `texts` (or the one a
-    resumed run trained before)."""
-    tokenizer_dir = out / "tokenizer"
-    if resume and (tokenizer_dir / "tokenizer.json").exists():
-        tokenizer = load_tokenizer(tokenizer_dir)
-    else:
-        tokenizer = train_bpe_tokenizer(texts, vocab_size=config.vocab_size)
-        if is_main:
-            tokenizer.save_pretrained(tokenizer_dir)
-    return build_tiny_llama(tokenizer, config.size, seed=config.train.seed), tokenizer
+def _tokenizer(config: FinetuneConfig, texts: Sequence[str], out: RunDir, resume: bool):
+    """For a tiny model built from scratch: a tokenizer trained on `texts`, or the one a
+    resumed run trained before."""
+    if resume and (out.tokenizer / "tokenizer.json").exists():
+        return load_tokenizer(out.tokenizer)
+    return train_bpe_tokenizer(texts, vocab_size=config.vocab_size)
 
 
 def _with_lora(model, settings: LoraSettings):

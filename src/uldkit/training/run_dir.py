@@ -1,4 +1,17 @@
-"""What every run writes next to its results: the resolved configuration and the versions."""
+"""The files of a run directory: the only module that knows their names.
+
+    run_config.json         what the run was asked to do ("command", "config") and where it ran
+    uldkit_model.json       the manifest of a model uldkit saved (kind, target, ...)
+    adapter.safetensors     a ULD assistant's LoRA weights
+    forget_history.jsonl    a ULD assistant's forget requests
+    small_unlearned/        an offset run's unlearned small model
+    checkpoints/step-N/     the trainer's checkpoints (`Checkpoint`)
+    *_summary.json, ...     results (`RunDir.summary(kind)`), per-sample rows
+                            (`RunDir.samples(kind)`), and the journals of an unfinished
+                            evaluation (`RunDir.journal(kind)`, `RunDir.partial`)
+
+Starting, resuming and replacing a run: `uldkit.training.run_start`.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +20,166 @@ import json
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from uldkit.errors import ConfigError, ModelError
+from uldkit.errors import ModelError
 from uldkit.io import atomic_write_json
 
+RUN_CONFIG = "run_config.json"
 MANIFEST_NAME = "uldkit_model.json"
+ADAPTER_FILE = "adapter.safetensors"
+HISTORY_FILE = "forget_history.jsonl"
+SMALL_MODEL_DIR = "small_unlearned"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINTS_DIR = "checkpoints"
+PARTIAL_DIR = "partial"
+SUMMARY_FILES = {
+    "train": "train_summary.json",
+    "unlearn": "unlearn_summary.json",
+    "eval": "summary.json",
+    "muse": "muse_summary.json",
+    "mia": "mia_summary.json",
+    "relearn": "relearn.json",
+    "results": "results.json",
+}
+SAMPLE_FILES = {"muse": "muse_samples.jsonl", "mia": "mia_samples.jsonl",
+                "relearn": "relearn_samples.jsonl"}
+JOURNAL_FILES = {"muse": "muse_stages.partial.jsonl", "mia": "mia_stages.partial.jsonl"}
+REPORT_FILES = {"markdown": "report.md", "html": "report.html", "plot": "tradeoff.png"}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory and the paths of its files; `replaces` is set while the run is built
+    beside a finished run it will replace (see `run_start.open_run`)."""
+
+    path: Path
+    replaces: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / RUN_CONFIG
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST_NAME
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER_FILE
+
+    @property
+    def forget_history(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def small_model(self) -> Path:
+        return self.path / SMALL_MODEL_DIR
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / TOKENIZER_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def partial(self) -> Path:
+        """The TOFU evaluation's finished sets and sample journals (`partial/<set>`)."""
+        return self.path / PARTIAL_DIR
+
+    def summary(self, kind: str) -> Path:
+        return self.path / SUMMARY_FILES[kind]
+
+    def samples(self, kind: str) -> Path:
+        return self.path / SAMPLE_FILES[kind]
+
+    def journal(self, kind: str) -> Path:
+        return self.path / JOURNAL_FILES[kind]
+
+    def report(self, kind: str) -> Path:
+        return self.path / REPORT_FILES[kind]
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The saved run_config.json, or None when there is none (or it is unreadable)."""
+        try:
+            record = json.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def recorded_setting(self, key: str) -> Any:
+        """One top-level setting of the saved configuration, or None."""
+        record = self.read_config()
+        config = record.get("config") if record else None
+        return config.get(key) if isinstance(config, dict) else None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One trainer checkpoint, `checkpoints/step-NNNNNNN/`: complete once COMPLETE exists."""
+
+    path: Path
+
+    @staticmethod
+    def final(checkpoints: Path, step: int) -> Checkpoint:
+        return Checkpoint(checkpoints / f"step-{step:07d}")
+
+    @staticmethod
+    def staging(checkpoints: Path, step: int) -> Checkpoint:
+        return Checkpoint(checkpoints / f".step-{step:07d}.partial")
+
+    @staticmethod
+    def step_of(path: Path) -> int | None:
+        """The step of a (final) checkpoint directory name, else None."""
+        name = path.name
+        digits = name[len("step-"):]
+        return int(digits) if name.startswith("step-") and digits.isdigit() else None
+
+    @property
+    def complete_marker(self) -> Path:
+        return self.path / "COMPLETE"
+
+    @property
+    def trainable(self) -> Path:
+        return self.path / "trainable.safetensors"
+
+    @property
+    def optimizer_tensors(self) -> Path:
+        return self.path / "optimizer.safetensors"
+
+    @property
+    def optimizer_meta(self) -> Path:
+        return self.path / "optimizer.json"
+
+    @property
+    def scheduler(self) -> Path:
+        return self.path / "scheduler.json"
+
+    @property
+    def scaler(self) -> Path:
+        return self.path / "scaler.json"
+
+    @property
+    def trainer_state(self) -> Path:
+        return self.path / "trainer_state.json"
+
+    def rng_tensors(self, rank: int) -> Path:
+        return self.path / f"rng-{rank}.safetensors"
+
+    def rng_python(self, rank: int) -> Path:
+        return self.path / f"rng-{rank}.json"
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
-    file = Path(path) / MANIFEST_NAME
+    file = RunDir(Path(path)).manifest
     if not file.exists():
         return None
     try:
@@ -50,33 +211,7 @@ def environment_info() -> dict[str, Any]:
 
 
 def write_run_config(out_dir: str | os.PathLike, command: str, config: dict[str, Any]) -> Path:
-    path = Path(out_dir) / "run_config.json"
+    path = RunDir(Path(out_dir)).config
     atomic_write_json(path, {"command": command, "config": config,
                              "environment": environment_info()})
     return path
-
-
-def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """What `prepare_out_dir` refuses, checked without touching anything (call it before
-    reading the inputs, so a refusal comes first and costs nothing)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path '{out}' exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
-        raise ConfigError(
-            f"output directory '{out}' already holds files; pass --resume to continue that "
-            "run or --overwrite to replace it"
-        )
-    return out
-
-
-def prepare_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """Refuse to write into a non-empty run directory unless resuming or told to overwrite;
-    with `overwrite` (and not `resume`) the old directory is removed. Create it."""
-    out = check_out_dir(out_dir, overwrite=overwrite, resume=resume)
-    if out.exists() and overwrite and not resume:
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out

@@ -6,9 +6,11 @@ count over the whole optimizer step (all micro-batches, all processes), so one p
 batch 8 and two processes with batch 4 take the same step. It is built on 🤗 Accelerate:
 `accelerate launch` or `torchrun` runs it on several processes unchanged.
 
-Checkpoints hold the trainable weights, optimizer, scheduler, RNG states and data position
-in safetensors + JSON (no pickle); a checkpoint directory is complete once its COMPLETE
-marker exists, and `resume=True` continues from the newest complete one.
+Checkpoints hold the trainable weights, optimizer, scheduler, the fp16 loss scaler, every RNG
+state (Python, NumPy, torch CPU and CUDA) and the data position in safetensors + JSON (no
+pickle); file names are `run_dir.Checkpoint`'s. A checkpoint directory is complete once its
+COMPLETE marker exists, and `resume=True` continues from the newest complete one, after
+checking that it was trained with the same settings and data (`journal.check_identity`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from rich.progress import (
@@ -43,9 +45,12 @@ from transformers import get_scheduler
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError, TrainingError
+from uldkit.training.journal import check_identity, data_sha256
+from uldkit.training.run_dir import Checkpoint
 
 Batch = dict[str, dict[str, torch.Tensor]]
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+# How a run is watched and kept, not what it computes: these may change on resume.
+UNTRACKED_SETTINGS = ("show_progress", "description", "checkpoint_every", "keep_checkpoints")
 
 
 @dataclass
@@ -266,7 +271,9 @@ class Trainer:
         if self.accelerator.scaler is None and not math.isfinite(float(grad_norm)):
             raise TrainingError(self._non_finite_message(step + 1, "gradient"))
         self.optimizer.step()
-        self.scheduler.step()
+        # Under fp16 the scaler skips a step whose gradients overflowed; so does the schedule.
+        if not getattr(self.optimizer, "step_was_skipped", False):
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         reduced = self.accelerator.reduce(
             torch.tensor([parts[n] for n in names], device=self.accelerator.device), "sum"
@@ -309,7 +316,8 @@ class Trainer:
     def _seed_everything(self) -> None:
         seed = self.config.seed + self.rank
         random.seed(seed)
-        torch.manual_seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # and every CUDA device's
 
     # ---- checkpoints --------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -317,85 +325,129 @@ class Trainer:
         return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
                 if p.requires_grad}
 
+    def identity(self) -> dict:
+        """What the trained weights depend on: a checkpoint made otherwise is not resumed."""
+        if not hasattr(self, "_data_sha256"):
+            self._data_sha256 = data_sha256({
+                "primary": self.data.primary, "aligned": list(self.data.aligned),
+                "streams": {name: [[e.input_ids, e.labels] for e in examples]
+                            for name, examples in sorted(self.data.streams.items())},
+            })
+        settings = {k: v for k, v in asdict(self.config).items() if k not in UNTRACKED_SETTINGS}
+        return {**settings, "world_size": self.world, "data_sha256": self._data_sha256}
+
     def latest_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None or not self.checkpoint_dir.exists():
             return None
         complete = [
-            (int(m.group(1)), d) for d in self.checkpoint_dir.iterdir()
-            if (m := CHECKPOINT_PATTERN.match(d.name)) and (d / "COMPLETE").exists()
+            (step, d) for d in self.checkpoint_dir.iterdir()
+            if (step := Checkpoint.step_of(d)) is not None and Checkpoint(d).complete_marker.exists()
         ]
         return max(complete)[1] if complete else None
 
     def save_checkpoint(self, step: int) -> Path:
         assert self.checkpoint_dir is not None
-        final = self.checkpoint_dir / f"step-{step:07d}"
-        staging = self.checkpoint_dir / f".step-{step:07d}.partial"
+        final = Checkpoint.final(self.checkpoint_dir, step)
+        staging = Checkpoint.staging(self.checkpoint_dir, step)
         if self.accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            save_file(self.trainable_state(), str(staging / "trainable.safetensors"))
+            shutil.rmtree(staging.path, ignore_errors=True)
+            staging.path.mkdir(parents=True)
+            save_file(self.trainable_state(), str(staging.trainable))
             tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
-            save_file(tensors, str(staging / "optimizer.safetensors"))
-            (staging / "optimizer.json").write_text(json.dumps(meta))
-            (staging / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
-            (staging / "trainer_state.json").write_text(json.dumps({
+            save_file(tensors, str(staging.optimizer_tensors))
+            staging.optimizer_meta.write_text(json.dumps(meta))
+            staging.scheduler.write_text(json.dumps(self.scheduler.state_dict()))
+            if self.accelerator.scaler is not None:
+                staging.scaler.write_text(json.dumps(self.accelerator.scaler.state_dict()))
+            staging.trainer_state.write_text(json.dumps({
                 "step": step, "total_steps": self.total_steps, "world_size": self.world,
-                "config": asdict(self.config),
+                "config": asdict(self.config), "identity": self.identity(),
             }, indent=2))
         self.accelerator.wait_for_everyone()
-        save_file({"torch": torch.get_rng_state()}, str(staging / f"rng-{self.rank}.safetensors"))
-        (staging / f"rng-{self.rank}.json").write_text(json.dumps(random.getstate()))
+        save_file(_rng_tensors(), str(staging.rng_tensors(self.rank)))
+        staging.rng_python(self.rank).write_text(json.dumps(random.getstate()))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            (staging / "COMPLETE").write_text(str(step))
-            for f in staging.iterdir():
+            staging.complete_marker.write_text(str(step))
+            for f in staging.path.iterdir():
                 with open(f, "rb") as handle:
                     os.fsync(handle.fileno())
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(staging, final)
+            shutil.rmtree(final.path, ignore_errors=True)
+            os.replace(staging.path, final.path)
             self._prune_checkpoints()
         self.accelerator.wait_for_everyone()
-        return final
+        return final.path
 
     def _prune_checkpoints(self) -> None:
         steps = sorted(
-            (int(m.group(1)), d) for d in self.checkpoint_dir.iterdir()
-            if (m := CHECKPOINT_PATTERN.match(d.name))
+            (step, d) for d in self.checkpoint_dir.iterdir()
+            if (step := Checkpoint.step_of(d)) is not None
         )
         for _, stale in steps[: max(0, len(steps) - self.config.keep_checkpoints)]:
             shutil.rmtree(stale, ignore_errors=True)
 
     def _load_latest_checkpoint(self) -> int:
-        checkpoint = self.latest_checkpoint()
-        if checkpoint is None:
+        latest = self.latest_checkpoint()
+        if latest is None:
             return 0
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        checkpoint = Checkpoint(latest)
+        state = json.loads(checkpoint.trainer_state.read_text())
         if state["world_size"] != self.world:
             raise ConfigError(
-                f"checkpoint {checkpoint} was written by {state['world_size']} processes; "
+                f"checkpoint {latest} was written by {state['world_size']} processes; "
                 f"resume with the same number (now {self.world})"
             )
+        if "identity" in state:  # checkpoints of older versions recorded none
+            check_identity(latest, state["identity"], self.identity())
         model = self.accelerator.unwrap_model(self.model)
-        weights = load_file(str(checkpoint / "trainable.safetensors"))
+        weights = load_file(str(checkpoint.trainable))
         params = dict(model.named_parameters())
         missing = set(weights) ^ {n for n, p in params.items() if p.requires_grad}
         if missing:
             raise ConfigError(
-                f"checkpoint {checkpoint} does not match this model's trainable parameters "
+                f"checkpoint {latest} does not match this model's trainable parameters "
                 f"(e.g. {sorted(missing)[0]})"
             )
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value.to(params[name].device))
-        meta = json.loads((checkpoint / "optimizer.json").read_text())
-        tensors = load_file(str(checkpoint / "optimizer.safetensors"))
+        meta = json.loads(checkpoint.optimizer_meta.read_text())
+        tensors = load_file(str(checkpoint.optimizer_tensors))
         self.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
-        self.scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
-        rng_file = checkpoint / f"rng-{self.rank}.safetensors"
-        torch.set_rng_state(load_file(str(rng_file))["torch"])
-        py_state = json.loads((checkpoint / f"rng-{self.rank}.json").read_text())
+        self.scheduler.load_state_dict(json.loads(checkpoint.scheduler.read_text()))
+        if self.accelerator.scaler is not None and checkpoint.scaler.exists():
+            self.accelerator.scaler.load_state_dict(json.loads(checkpoint.scaler.read_text()))
+        _restore_rng(load_file(str(checkpoint.rng_tensors(self.rank))))
+        py_state = json.loads(checkpoint.rng_python(self.rank).read_text())
         random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
         return int(state["step"])
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's torch (CPU, every CUDA device) and NumPy RNG states, as tensors."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for device, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{device}"] = state
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    assert kind == "MT19937"
+    tensors["numpy.keys"] = torch.from_numpy(keys.astype(np.int64))
+    tensors["numpy.position"] = torch.tensor([position, has_gauss], dtype=torch.int64)
+    tensors["numpy.gauss"] = torch.tensor([gauss], dtype=torch.float64)
+    return tensors
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    """Set what `_rng_tensors` saved (checkpoints of older versions hold only "torch")."""
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        for device in range(torch.cuda.device_count()):
+            if f"cuda.{device}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"cuda.{device}"], device)
+    if "numpy.keys" in tensors:
+        position, has_gauss = tensors["numpy.position"].tolist()
+        np.random.set_state(("MT19937", tensors["numpy.keys"].numpy().astype(np.uint32),
+                             position, has_gauss, float(tensors["numpy.gauss"][0])))
 
 
 class RateColumn(ProgressColumn):

@@ -36,10 +36,9 @@ from uldkit.methods.registry import get_method, register
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.loading import load_model, save_model
-from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.training.run_dir import SMALL_MODEL_DIR, RunDir
 from uldkit.uld.combination import LogitCombination
 
-SMALL_DIR = "small_unlearned"
 OWN_HYPERPARAMETERS: dict[str, Any] = {"small_model": None, "loss": "grad_diff", "scale": 1.0}
 
 
@@ -149,12 +148,13 @@ class Offset(UnlearningMethod):
         if hasattr(small, "merge_and_unload"):
             small = small.merge_and_unload()
         small.eval()
-        save_model(small, tokenizer, Path(out_dir) / SMALL_DIR)
-        atomic_write_json(Path(out_dir) / MANIFEST_NAME, {
+        run = RunDir(Path(out_dir))
+        save_model(small, tokenizer, run.small_model)
+        atomic_write_json(run.manifest, {
             "kind": "offset",
             "target": _absolute(context.target_path),
             "small_model": _absolute(self.hyperparameters["small_model"]),
-            "small_unlearned": SMALL_DIR,
+            "small_unlearned": SMALL_MODEL_DIR,
             "scale": self.hyperparameters["scale"],
             "loss": self.hyperparameters["loss"],
             "hyperparameters": self.hyperparameters,
@@ -179,7 +179,7 @@ class Offset(UnlearningMethod):
         missing = [k for k in ("target", "small_model", "small_unlearned", "scale")
                    if k not in manifest]
         if missing:
-            raise ModelError(f"{path / MANIFEST_NAME}: missing field '{missing[0]}'")
+            raise ModelError(f"{RunDir(path).manifest}: missing field '{missing[0]}'")
         options = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
                        trust_remote_code=trust_remote_code)
         target_path = target or manifest["target"]

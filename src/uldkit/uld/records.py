@@ -21,11 +21,9 @@ from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write, atomic_write_json, atomic_write_text
 from uldkit.models.decoder_stack import find_decoder_stack
 from uldkit.models.fingerprint import weight_fingerprint
-from uldkit.training.run_dir import MANIFEST_NAME
+from uldkit.training.run_dir import ADAPTER_FILE, HISTORY_FILE, RunDir
 from uldkit.uld.assistant import AssistantLora
 
-ADAPTER_FILE = "adapter.safetensors"
-HISTORY_FILE = "forget_history.jsonl"
 FORMAT_VERSION = 1
 ROLES = ("forget", "paraphrase", "wrong_answer")
 PASSAGE_ROLE = "passage"  # a forget passage (document forget set): {"text": ...}
@@ -109,7 +107,7 @@ class AssistantManifest:
 
     @classmethod
     def parse(cls, manifest: dict[str, Any], where: Path) -> AssistantManifest:
-        file = where / MANIFEST_NAME
+        file = RunDir(where).manifest
         if manifest.get("kind") != "uld":
             raise ModelError(f"{file}: kind is '{manifest.get('kind')}', not 'uld'")
         if manifest.get("format") != FORMAT_VERSION:
@@ -178,14 +176,14 @@ class AssistantManifest:
 
 def write_assistant(out_dir: Path, adapters: dict, manifest: AssistantManifest,
                     requests: list[ForgetRequest]) -> None:
-    atomic_write(out_dir / ADAPTER_FILE,
+    atomic_write(RunDir(out_dir).adapter,
                  lambda tmp: save_file(adapters, str(tmp), metadata={"format": "pt"}))
-    atomic_write_text(out_dir / HISTORY_FILE, history_text(requests))
-    atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
+    atomic_write_text(RunDir(out_dir).forget_history, history_text(requests))
+    atomic_write_json(RunDir(out_dir).manifest, manifest.to_dict())
 
 
 def read_adapters(directory: Path) -> dict:
-    file = directory / ADAPTER_FILE
+    file = RunDir(directory).adapter
     if not file.exists():
         raise ModelError(f"'{directory}' has no {ADAPTER_FILE}")
     try:
@@ -213,7 +211,7 @@ def history_text(requests: list[ForgetRequest]) -> str:
 
 
 def read_history(directory: Path) -> list[ForgetRequest]:
-    file = directory / HISTORY_FILE
+    file = RunDir(directory).forget_history
     if not file.exists():
         raise ModelError(f"'{directory}' has no {HISTORY_FILE}; it cannot be extended")
     requests: dict[int, ForgetRequest] = {}

@@ -17,7 +17,7 @@ from uldkit.errors import ConfigError, DataError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.models.loading import load_model
-from uldkit.training.run_dir import check_out_dir, prepare_out_dir, write_run_config
+from uldkit.training.run_start import check_out_dir, finish_run, open_run
 from uldkit.training.trainer import TrainConfig, Trainer
 from uldkit.unlearning.catalog import get_method
 
@@ -143,7 +143,7 @@ def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = Fa
     train_config = resolve_train_config(method_cls, config.train_overrides)
     train_config.show_progress = show_progress and train_config.show_progress
     # Inputs are read and checked before the output directory is touched: bad input leaves
-    # no run directory behind (and --overwrite keeps the old run).
+    # no run directory behind (and --overwrite keeps the old run until the new one finished).
     out = check_out_dir(config.out, overwrite=overwrite, resume=resume)
     data = load_unlearn_data(config, method_cls)
     target, tokenizer = load_model(config.model, device=config.device,
@@ -151,26 +151,23 @@ def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = Fa
                                    trust_remote_code=config.trust_remote_code)
     accelerator = Accelerator(cpu=not torch.cuda.is_available() or config.device == "cpu")
     plan = method.plan(target, tokenizer, data)
-    if accelerator.is_main_process:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    # Refused here, before anything is written, when resuming with other settings.
+    run = open_run(out, "unlearn", {
+        **asdict(config), "train": asdict(train_config), "method": method.describe(),
+        "forget_examples": len(data.forget), "retain_examples": len(data.retain),
+        "forget_passages": _count(data.forget_documents),
+        "retain_passages": _count(data.retain_documents),
+        "streams": {k: len(v) for k, v in plan.data.streams.items()},
+    }, overwrite=overwrite, resume=resume, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-
-    if accelerator.is_main_process:
-        write_run_config(out, "unlearn", {
-            **asdict(config), "train": asdict(train_config), "method": method.describe(),
-            "forget_examples": len(data.forget), "retain_examples": len(data.retain),
-            "forget_passages": _count(data.forget_documents),
-            "retain_passages": _count(data.retain_documents),
-            "streams": {k: len(v) for k, v in plan.data.streams.items()},
-        })
     trainer = Trainer(plan.model, plan.objective, plan.data, train_config,
-                      pad_token_id=tokenizer.pad_token_id, checkpoint_dir=out / "checkpoints",
+                      pad_token_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints,
                       accelerator=accelerator)
     result = trainer.train(resume=resume)
     plan.model = accelerator.unwrap_model(trainer.model)
     if accelerator.is_main_process:
-        method.save(plan, tokenizer, out, UnlearnContext(config.model, train_config.seed))
-        atomic_write_json(out / "unlearn_summary.json", {
+        method.save(plan, tokenizer, run.path, UnlearnContext(config.model, train_config.seed))
+        atomic_write_json(run.summary("unlearn"), {
             "method": config.method,
             "steps": result.steps,
             "train_seconds": result.seconds,
@@ -179,6 +176,8 @@ def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = Fa
             "hyperparameters": method.hyperparameters,
             "resumed_from_step": result.resumed_from,
         })
+    accelerator.wait_for_everyone()
+    finish_run(run, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     return UnlearnResult(out, config.method, result.steps, result.seconds, result.final_loss)
 

@@ -1,6 +1,14 @@
-"""An append-only file of finished evaluation samples, so that an interrupted evaluation
-resumes without recomputing them. `JournalledStages` uses the same file for evaluations made
-of a few long stages (MUSE, the MIA audit): each stage's result is one record.
+"""What is finished, tied to the settings and the data it was computed with: the one resume
+design of training and evaluation.
+
+Every resumable piece of work records an *identity* (the settings its result depends on, and
+`data_sha256` of its data) beside what it finished; resuming compares identities with
+`check_identity`, so work computed otherwise is refused with the settings that differ, never
+silently mixed in. The trainer records its identity in each checkpoint's trainer_state.json;
+evaluations use a `SampleJournal`: an append-only file of finished samples, so that an
+interrupted evaluation resumes without recomputing them. `JournalledStages` uses the same file
+for evaluations made of a few long stages (MUSE, the MIA audit): each stage's result is one
+record.
 
 Format (JSONL): a header line `{"journal": 1, "identity": {...}}` recording what the scores
 depend on, then one line per finished batch, `{"samples": {"<index>": record, ...}}`. Each
@@ -65,12 +73,7 @@ class SampleJournal:
         header = _parse(lines[0]) if lines else None
         if not isinstance(header, dict) or header.get("journal") != JOURNAL_FORMAT:
             return None
-        if header.get("identity") != self.identity:
-            raise ConfigError(
-                f"{self.path} was computed with other settings "
-                f"({describe_identity_change(header.get('identity'), self.identity)}); "
-                "pass --overwrite to start over"
-            )
+        check_identity(self.path, header.get("identity"), self.identity)
         recorded: dict[int, dict[str, Any]] = {}
         valid_bytes = len(lines[0]) + 1
         for line in lines[1:]:
@@ -130,6 +133,15 @@ def data_sha256(data: Any) -> str:
     data is not resumed."""
     content = json.dumps(data, sort_keys=True)
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_identity(where: str | os.PathLike, recorded: Any, current: Mapping[str, Any]) -> None:
+    """ConfigError unless the work recorded at `where` was computed with `current`'s identity."""
+    if recorded != current:
+        raise ConfigError(
+            f"{where} was computed with other settings "
+            f"({describe_identity_change(recorded, current)}); pass --overwrite to start over"
+        )
 
 
 def describe_identity_change(old: Any, new: Mapping[str, Any]) -> str:
