@@ -30,24 +30,24 @@ def harness_command(
     """Run lm-evaluation-harness tasks on a model or an unlearned run; writes lm-eval's JSON."""
     from uldkit.eval.harness import import_lm_eval, resolve_tasks, results_json, run_harness
     from uldkit.io import atomic_write_text
-    from uldkit.training.run_dir import prepare_out_dir, write_run_config
+    from uldkit.training.run_start import check_out_dir, start_run
     from uldkit.unlearning.load import load_for_transformers
 
     import_lm_eval()
+    check_out_dir(out, overwrite=overwrite, resume=False)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     resolve_tasks(task_list)  # a bad task file is refused before the model loads
     hf_model, tokenizer = load_for_transformers(
         model, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     results = run_harness(hf_model, tokenizer, task_list, batch_size=batch_size, limit=limit,
                           num_fewshot=num_fewshot, seed=seed)
-    run = prepare_out_dir(out, overwrite=overwrite, resume=False)
-    write_run_config(run, "eval harness", {
-        "model": model, "tasks": task_list, "batch_size": batch_size, "limit": limit,
-        "num_fewshot": num_fewshot, "seed": seed, "device": device})
-    atomic_write_text(run / "results.json", results_json(results))
+    config = {"model": model, "tasks": task_list, "batch_size": batch_size, "limit": limit,
+              "num_fewshot": num_fewshot, "seed": seed, "device": device}
+    with start_run(out, "eval harness", config, overwrite=overwrite) as run:
+        atomic_write_text(run.path / "results.json", results_json(results))
     console = Console()
     for task, metrics in results.get("results", {}).items():
         shown = ", ".join(f"{key.split(',')[0]} {value:.4f}" for key, value in metrics.items()
                           if isinstance(value, float) and "stderr" not in key)
         console.print(f"{task}: {shown}", highlight=False, soft_wrap=True)
-    console.print(f"results: {run / 'results.json'}", highlight=False, soft_wrap=True)
+    console.print(f"results: {Path(out) / 'results.json'}", highlight=False, soft_wrap=True)
