@@ -88,6 +88,7 @@ def test_a_schema_instance_can_be_passed_whole():
     ready = npo.schema.parse({"beta": 0.3}, "npo")
     method = npo(ready)
     assert method.params is ready and method.given == {"beta"}
+    assert checked_settings("npo", ready, {})[0].hyperparameters["beta"] == 0.3
     with pytest.raises(ConfigError, match="takes keyword hyperparameters or one "
                                           "NPOHyperparameters, not RetainWeighted"):
         npo(RetainWeighted())

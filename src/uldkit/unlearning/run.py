@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from uldkit.data.types import DocumentDataset
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.hyperparameters import Hyperparameters
 from uldkit.models.loading import load_model
 from uldkit.training.run_dir import check_out_dir, prepare_out_dir, write_run_config
 from uldkit.training.schema import parse_settings
@@ -45,7 +46,8 @@ class UnlearnConfig:
     data_seed: int = 0
     max_length: int = 128
     refusals: str | None = None  # a file of refusal lines; default: TOFU's, else built-in
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # KEY=VALUE (checked against the method's schema), or an instance of that schema.
+    hyperparameters: dict[str, Any] | Hyperparameters = field(default_factory=dict)
     # Only the training settings the user set; the rest come from the method's defaults.
     train_overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
@@ -81,12 +83,16 @@ def resolve_train_config(
 
 
 def checked_settings(
-    method: str, hyperparameters: Mapping[str, Any], train_overrides: Mapping[str, Any]
+    method: str, hyperparameters: Mapping[str, Any] | Hyperparameters,
+    train_overrides: Mapping[str, Any],
 ) -> tuple[UnlearningMethod, TrainConfig]:
     """The method and training configuration these settings make; ConfigError naming the
-    method and key when one is unknown, of the wrong type or out of bounds."""
+    method and key when one is unknown, of the wrong type or out of bounds.
+    `hyperparameters` is KEY=VALUE input or an instance of the method's schema."""
     method_cls = get_method(method)
-    return method_cls(**hyperparameters), resolve_train_config(method_cls, dict(train_overrides))
+    instance = (method_cls(hyperparameters) if isinstance(hyperparameters, Hyperparameters)
+                else method_cls(**hyperparameters))
+    return instance, resolve_train_config(method_cls, dict(train_overrides))
 
 
 def load_unlearn_data(config: UnlearnConfig, method: type[UnlearningMethod]) -> UnlearnData:
