@@ -211,13 +211,13 @@ def test_uniform_kl_is_kl_from_uniform():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ConfigError, match="unknown ULD setting"):
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) layers of method 'uld'"):
         ULD(layers=2)
-    with pytest.raises(ConfigError, match="tau"):
+    with pytest.raises(ConfigError, match="'tau'.*in \\[0, 1\\]"):
         ULD(tau=2)
-    with pytest.raises(ConfigError, match="whole number"):
+    with pytest.raises(ConfigError, match="'assistant_layers'.*an integer"):
         ULD(assistant_layers=1.5)
-    assert ULD(assistant_layers="3", alpha=1).settings["assistant_layers"] == 3
+    assert ULD(assistant_layers="3", alpha=1).params.assistant_layers == 3
     assert parse_params(["a=1", "b=0.5", "c=text", "d=[1, 2]", "e=x=y"]) == {
         "a": 1, "b": 0.5, "c": "text", "d": [1, 2], "e": "x=y"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):

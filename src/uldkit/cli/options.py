@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 DATA = typer.Option(
@@ -20,3 +22,17 @@ ALLOW_PICKLE = typer.Option(
 TRUST_REMOTE_CODE = typer.Option(
     False, "--trust-remote-code", help="Allow the model directory's own Python code to run."
 )
+
+
+def training_option(name: str, default: Any, flag: str, note: str = "") -> Any:
+    """An option for the TrainConfig field `name`: its help line and bounds come from the
+    field (an inclusive lower bound is also enforced by the parser; every bound is checked
+    when the TrainConfig is built)."""
+    from uldkit.training.config import TrainConfig
+    from uldkit.training.schema import setting_of
+
+    setting = setting_of(TrainConfig, name)
+    low = None if setting.exclusive_min else setting.min
+    shown = setting.bounds() and not (low is not None and setting.max is None)
+    bounds = f" Must be {setting.bounds()}." if shown else ""
+    return typer.Option(default, flag, min=low, help=f"{setting.help}{bounds} {note}".strip())

@@ -13,6 +13,7 @@ from uldkit.cli import options
 from uldkit.cli.app import app
 from uldkit.errors import ConfigError
 
+METHOD_DEFAULT = "Default: the method's own."
 
 def parse_params(items: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; values are Python literals where they parse as one, else strings."""
@@ -45,15 +46,16 @@ def unlearn_command(
         "a JSON/JSONL file with 'text', a saved dataset, or synthetic:<people split>."),
     retain_documents: str = typer.Option(
         None, "--retain-documents", help="Passages to keep (retain side), as above."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Default: the method's own."),
-    lr: float = typer.Option(None, "--lr", help="Default: the method's own."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1),
-    grad_accum: int = typer.Option(None, "--grad-accum", min=1),
+    epochs: int = options.training_option("epochs", None, "--epochs", METHOD_DEFAULT),
+    lr: float = options.training_option("lr", None, "--lr", METHOD_DEFAULT),
+    batch_size: int = options.training_option("batch_size", None, "--batch-size", METHOD_DEFAULT),
+    grad_accum: int = options.training_option("grad_accum", None, "--grad-accum", METHOD_DEFAULT),
     max_length: int = typer.Option(128, "--max-length", min=8),
-    checkpoint_every: int = typer.Option(
-        None, "--checkpoint-every", min=1, help="Checkpoint every N steps (default: each epoch)."),
+    checkpoint_every: int = options.training_option(
+        "checkpoint_every", None, "--checkpoint-every", "Default: each epoch."),
     param: list[str] = typer.Option(
-        [], "--param", help="Method setting KEY=VALUE (Python literal or text); repeatable."),
+        [], "--param", help="Method hyperparameter KEY=VALUE (Python literal or text), checked "
+        "against the method's schema; repeatable. `uldkit methods METHOD` lists them."),
     assistant: Path = typer.Option(
         None, "--assistant",
         help="ULD: continue this existing assistant on the union of its forget requests and "

@@ -17,13 +17,14 @@ inference on forget vs held-out biographies.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from uldkit.data.documents import DocumentSplits, document_texts, synthetic_document_splits
 from uldkit.data.synthetic import generate_world
 from uldkit.data.tofu import retain_split_for
-from uldkit.demo.settings import UNLEARN_SETTINGS
+from uldkit.demo.settings import UNLEARN_SETTINGS, MethodSettings, checked_training
 from uldkit.demo.stages import (
     LazyModel,
     MiaTexts,
@@ -41,8 +42,8 @@ SETTINGS = MuseSettings(batch_size=16)
 # Fine-tuning per size: the target must reproduce its passages and answers (VerbMem and
 # KnowMem near 1), the retain model must know its own as well.
 MUSE_FINETUNE_SETTINGS = {
-    "tiny": dict(epochs=30, lr=3e-3, batch_size=16),
-    "small": dict(epochs=30, lr=2e-3, batch_size=16),
+    "tiny": checked_training(dict(epochs=30, lr=3e-3, batch_size=16)),
+    "small": checked_training(dict(epochs=30, lr=2e-3, batch_size=16)),
 }
 _PASSAGE_STEPS = {"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0}
 # Demo-scale unlearning of passages (see demo.UNLEARN_SETTINGS for why not the papers'): the
@@ -55,25 +56,23 @@ _PASSAGE_STEPS = {"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0}
 #     steps: 0.19 / 0.41 / 0.92);
 #   npo (lr 1e-3, 18 steps): 0.11 / 0.40 / 0.83 (30 steps: 0.07 / 0.10 / 0.42).
 # The other methods use their TOFU demo settings one step per batch, not tuned on passages.
-_TUNED_ON_PASSAGES: dict[str, dict[str, dict[str, Any]]] = {
-    "uld": {"train": {"lr": 1e-2, "epochs": 20, **_PASSAGE_STEPS},
-            "params": {"assistant_layers": 2, "uniform_weight": 5.0, "alpha": 2.0}},
-    "grad_diff": {"train": {"lr": 5e-4, "epochs": 8, **_PASSAGE_STEPS}},
-    "npo": {"train": {"lr": 1e-3, "epochs": 6, **_PASSAGE_STEPS}},
-}
-MUSE_UNLEARN_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    **{method: {**settings, "train": {**settings.get("train", {}), **_PASSAGE_STEPS}}
+_TUNED_ON_PASSAGES = (
+    MethodSettings("uld", train={"lr": 1e-2, "epochs": 20, **_PASSAGE_STEPS},
+                   params={"assistant_layers": 2, "uniform_weight": 5.0, "alpha": 2.0}),
+    MethodSettings("grad_diff", train={"lr": 5e-4, "epochs": 8, **_PASSAGE_STEPS}),
+    MethodSettings("npo", train={"lr": 1e-3, "epochs": 6, **_PASSAGE_STEPS}),
+)
+MUSE_UNLEARN_SETTINGS: dict[str, MethodSettings] = {
+    **{method: replace(settings, train={**settings.train, **_PASSAGE_STEPS})
        for method, settings in UNLEARN_SETTINGS.items()},
-    **_TUNED_ON_PASSAGES,
+    **{settings.method: settings for settings in _TUNED_ON_PASSAGES},
 }
 
 
 def muse_unlearn_settings(method: str, target_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(hyperparameters, training overrides) the MUSE demo uses for `method`."""
-    settings = MUSE_UNLEARN_SETTINGS.get(method, {})
-    params = {key: value.format(target=target_dir) if isinstance(value, str) else value
-              for key, value in settings.get("params", {}).items()}
-    return params, dict(settings.get("train", {}))
+    settings = MUSE_UNLEARN_SETTINGS.get(method) or MethodSettings(method, {})
+    return settings.resolved(target_dir)
 
 
 def cannot_take_passages(method: str) -> str | None:

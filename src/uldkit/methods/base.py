@@ -17,6 +17,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.types import Augmentation, DocumentDataset, QADataset
+from uldkit.errors import ConfigError
+from uldkit.methods.hyperparameters import Hyperparameters
 from uldkit.models.lm import LanguageModel
 from uldkit.training.trainer import Objective, StreamData
 
@@ -58,9 +60,18 @@ class UnlearnContext:
 
 
 class UnlearningMethod(ABC):
+    """A method: a name, its hyperparameter schema, its loss (through `plan`) and `save`.
+
+    `method_cls(beta=0.2)` parses keyword values against `schema` (ConfigError naming the
+    method on an unknown key, a wrong type or a value out of bounds); `method_cls(params)`
+    takes a ready schema instance. `self.params` holds the resolved values.
+    """
+
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for `uldkit methods`
     paper: ClassVar[str]
+    schema: ClassVar[type[Hyperparameters]] = Hyperparameters
+    schema_note: ClassVar[str] = ""  # what `uldkit methods NAME` adds below the schema
     edits_weights: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False
     needs_augmentation: ClassVar[bool] = False
@@ -68,8 +79,22 @@ class UnlearningMethod(ABC):
     # Training defaults a method's paper or reference code uses; the user can override.
     default_training: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        self.hyperparameters = hyperparameters
+    def __init__(self, params: Hyperparameters | None = None, /, **hyperparameters: Any) -> None:
+        if params is None:
+            self.params = self.schema.parse(hyperparameters, self.name)
+            self.given = frozenset(hyperparameters)  # what the user set, not defaulted
+            return
+        if hyperparameters or type(params) is not self.schema:
+            raise ConfigError(f"method '{self.name}' takes keyword hyperparameters or one "
+                              f"{self.schema.__name__}, not {type(params).__name__}"
+                              + (" and keywords" if hyperparameters else ""))
+        self.params = params
+        self.given = params.changed()
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The resolved hyperparameters, as run_config.json and manifests record them."""
+        return self.params.to_dict()
 
     @abstractmethod
     def plan(

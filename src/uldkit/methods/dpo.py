@@ -13,6 +13,7 @@ the same gradient direction, 20 times smaller at beta 0.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +25,7 @@ from uldkit.methods.editing import (
     sample_count,
     sequence_logprob,
 )
+from uldkit.methods.hyperparameters import ForgetWeighted, RetainWeighted, param
 from uldkit.methods.registry import register
 from uldkit.training.losses import forward_logits, stream_token_nll
 from uldkit.training.trainer import Batch, LossTerm, answer_token_count
@@ -43,6 +45,17 @@ def dpo_loss(
     return -(2.0 / beta) * F.logsigmoid(beta * margin)
 
 
+@dataclass(frozen=True)
+class DPOHyperparameters(ForgetWeighted):
+    beta: float = param(0.1, "Inverse temperature of the preference loss (scale 2/beta).",
+                        min=0, exclusive_min=True)
+
+
+@dataclass(frozen=True)
+class IdkDPOHyperparameters(DPOHyperparameters, RetainWeighted):
+    """DPO's hyperparameters plus retain_weight."""
+
+
 class _RefusalMethod(WeightEditingMethod):
     needs_refusals = True
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
@@ -55,7 +68,7 @@ class DPO(_RefusalMethod):
     paper = ("Rafailov et al., 2023, Direct Preference Optimization (arXiv 2305.18290); as the "
              "TOFU IdkPO baseline, " + _TOFU_PAPER)
     needs_reference = True
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {"beta": 0.1, "forget_weight": 1.0}
+    schema = DPOHyperparameters
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
         return {"forget": sample_count(batch["forget"])}
@@ -67,15 +80,16 @@ class DPO(_RefusalMethod):
             sequence_logprob(self.reference_logits(win), win["labels"]),
             sequence_logprob(forward_logits(model, lose), lose["labels"]),
             sequence_logprob(self.reference_logits(lose), lose["labels"]),
-            self.hyperparameters["beta"],
+            self.params.beta,
         )
-        return {"forget": LossTerm(per_pair.sum(), self.hyperparameters["forget_weight"])}
+        return {"forget": LossTerm(per_pair.sum(), self.params.forget_weight)}
 
 
 @register
 class IdkDPO(DPO):
     name = "idk_dpo"
     summary = "DPO preferring a refusal over the forget answer, plus retain NLL."
+    schema = IdkDPOHyperparameters
     retain_loss = "nll"
 
 
@@ -90,7 +104,7 @@ class Idk(_RefusalMethod):
     name = "idk"
     summary = "Next-token loss on refusals to the forget questions, plus retain NLL."
     paper = _TOFU_PAPER
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {"forget_weight": 1.0}
+    schema = RetainWeighted
     retain_loss = "nll"
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
@@ -98,4 +112,4 @@ class Idk(_RefusalMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         nll, _ = stream_token_nll(model, batch["idk"])
-        return {"forget": LossTerm(nll.sum(), self.hyperparameters["forget_weight"])}
+        return {"forget": LossTerm(nll.sum(), self.params.forget_weight)}

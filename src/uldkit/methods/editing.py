@@ -9,7 +9,6 @@ refusal answers to the forget questions), and saves a plain model directory.
 from __future__ import annotations
 
 import copy
-import math
 import random
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,12 @@ from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_pairs, encode_q
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.hyperparameters import (
+    ForgetWeighted,
+    Hyperparameters,
+    LoraHyperparameters,
+    RetainWeighted,
+)
 from uldkit.models.loading import save_model
 from uldkit.training.losses import forward_logits
 from uldkit.training.run_dir import RunDir
@@ -38,10 +43,6 @@ TOFU_TRAINING: dict[str, Any] = dict(
 OPEN_UNLEARNING_TRAINING: dict[str, Any] = dict(
     lr=1e-5, epochs=10, batch_size=8, grad_accum=4, weight_decay=0.01, warmup_ratio=0.1
 )
-# TOFU's LoRA settings (config/forget_lora.yaml): r 8, alpha 32, dropout 0.05.
-LORA_HYPERPARAMETERS: dict[str, Any] = {
-    "lora": False, "lora_r": 8, "lora_alpha": 32, "lora_dropout": 0.05,
-}
 RETAIN_LOSSES = (None, "nll", "kl")
 
 
@@ -49,56 +50,35 @@ class WeightEditingMethod(UnlearningMethod):
     """Unlearning by training the target itself; subclasses define the loss.
 
     Class attributes a subclass sets:
-      `hyperparameter_defaults`: its own hyperparameters and their defaults;
+      `schema`: its hyperparameters (a `Hyperparameters` dataclass; a subclass of
+      `LoraHyperparameters` lets the user train LoRA adapters instead of all weights);
       `retain_loss`: None, "nll" (retain next-token loss) or "kl" (KL(p_ref || p_theta) on
-      retain answer tokens), weighted by the `retain_weight` hyperparameter;
+      retain answer tokens), weighted by the `retain_weight` hyperparameter (so its schema
+      derives from `RetainWeighted`);
       `needs_reference`: keep a frozen copy of the target (built automatically for "kl");
       `needs_refusals`: add the "idk" stream, a refusal answer for every forget question,
       aligned row for row with the forget stream.
     """
 
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {}
+    schema: ClassVar[type[Hyperparameters]] = ForgetWeighted
     retain_loss: ClassVar[str | None] = None
-    supports_lora: ClassVar[bool] = True
     scores_logits: ClassVar[bool] = True  # its loss reads only output scores (offset can use it)
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        defaults = self.all_defaults()
-        unknown = set(hyperparameters) - set(defaults)
-        if unknown:
-            raise ConfigError(
-                f"unknown hyperparameter(s) {', '.join(sorted(unknown))} for method "
-                f"'{self.name}' (known: {', '.join(sorted(defaults))})"
-            )
-        resolved = {k: _coerce(self.name, k, defaults[k], hyperparameters.get(k, defaults[k]))
-                    for k in defaults}
-        super().__init__(**resolved)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.retain_loss not in RETAIN_LOSSES:
+            raise TypeError(f"{cls.__name__}: unknown retain loss {cls.retain_loss!r}")
+        if cls.retain_loss and not issubclass(cls.schema, RetainWeighted):
+            raise TypeError(f"{cls.__name__} has a retain loss: its schema needs retain_weight "
+                            "(derive it from RetainWeighted)")
+
+    def __init__(self, params: Hyperparameters | None = None, /, **hyperparameters: Any) -> None:
+        super().__init__(params, **hyperparameters)
         self.reference: torch.nn.Module | None = None
-        self.check_hyperparameters()
-
-    @classmethod
-    def all_defaults(cls) -> dict[str, Any]:
-        lora = LORA_HYPERPARAMETERS if cls.supports_lora else {}
-        retain = {"retain_weight": 1.0} if cls.retain_loss else {}
-        return {**lora, **retain, **cls.hyperparameter_defaults}
-
-    def check_hyperparameters(self) -> None:
-        """Raise ConfigError on values out of range (subclasses extend)."""
-        hp = self.hyperparameters
-        if self.retain_loss not in RETAIN_LOSSES:
-            raise RuntimeError(f"{self.name}: unknown retain loss {self.retain_loss!r}")
-        for key in ("beta", "lora_r", "lora_alpha"):
-            if key in hp and hp[key] <= 0:
-                raise ConfigError(f"hyperparameter '{key}' of '{self.name}' must be positive")
-        for key in ("strength", "retain_weight", "forget_weight"):
-            if hp.get(key, 0) < 0:
-                raise ConfigError(f"hyperparameter '{key}' of '{self.name}' must be >= 0")
-        if not 0 <= hp.get("lora_dropout", 0) < 1:
-            raise ConfigError(f"hyperparameter 'lora_dropout' of '{self.name}' must be in [0, 1)")
 
     @property
     def uses_retain(self) -> bool:
-        return self.retain_loss is not None and self.hyperparameters["retain_weight"] != 0
+        return self.retain_loss is not None and self.params.retain_weight != 0
 
     @property
     def uses_reference(self) -> bool:
@@ -126,16 +106,15 @@ class WeightEditingMethod(UnlearningMethod):
         return TrainingPlan(model, self, StreamData(streams, primary="forget", aligned=aligned))
 
     def trainable_model(self, target: PreTrainedModel) -> torch.nn.Module:
-        if not self.hyperparameters.get("lora"):
+        hp = self.params
+        if not (isinstance(hp, LoraHyperparameters) and hp.lora):
             for p in target.parameters():
                 p.requires_grad_(True)
             return target
         from peft import LoraConfig, get_peft_model
 
-        hp = self.hyperparameters
-        config = LoraConfig(r=hp["lora_r"], lora_alpha=hp["lora_alpha"],
-                            lora_dropout=hp["lora_dropout"], target_modules="all-linear",
-                            task_type="CAUSAL_LM")
+        config = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
+                            target_modules="all-linear", task_type="CAUSAL_LM")
         return get_peft_model(target, config)
 
     def streams(
@@ -184,7 +163,7 @@ class WeightEditingMethod(UnlearningMethod):
         raise NotImplementedError
 
     def retain_term(self, model: torch.nn.Module, stream: dict[str, torch.Tensor]) -> LossTerm:
-        weight = self.hyperparameters["retain_weight"]
+        weight = self.params.retain_weight
         if self.retain_loss == "nll":
             nll, _ = token_nll(forward_logits(model, stream), stream["labels"])
             return LossTerm(nll.sum(), weight)
@@ -265,35 +244,3 @@ def token_kl(
 
 def sample_count(stream: dict[str, torch.Tensor]) -> float:
     return float(stream["input_ids"].shape[0])
-
-
-def _coerce(method: str, key: str, default: Any, value: Any) -> Any:
-    """Bring a value (perhaps a string from the command line) to its default's type."""
-    where = f"hyperparameter '{key}' of method '{method}'"
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, not {value!r}")
-    if isinstance(default, (int, float)):
-        number = finite_number(value)
-        if number is None or (isinstance(default, int) and number != int(number)):
-            kind = "an integer" if isinstance(default, int) else "a number"
-            raise ConfigError(f"{where} must be {kind}, not {value!r}")
-        return int(number) if isinstance(default, int) else number
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {value!r}")
-    return value
-
-
-def finite_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

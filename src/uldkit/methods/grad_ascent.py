@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from uldkit.methods.editing import TOFU_TRAINING, WeightEditingMethod
+from uldkit.methods.hyperparameters import ForgetWeighted
 from uldkit.methods.registry import register
 from uldkit.training.losses import stream_token_nll
 from uldkit.training.trainer import Batch, LossTerm, answer_token_count
@@ -18,11 +19,11 @@ class GradAscent(WeightEditingMethod):
     summary = "Maximise the next-token loss on the forget answers (loss = -NLL)."
     paper = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {"forget_weight": 1.0}
+    schema = ForgetWeighted  # forget_weight and the LoRA settings
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
         return {"forget": answer_token_count(batch["forget"])}
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         nll, _ = stream_token_nll(model, batch["forget"])
-        return {"forget": LossTerm(-nll.sum(), self.hyperparameters["forget_weight"])}
+        return {"forget": LossTerm(-nll.sum(), self.params.forget_weight)}

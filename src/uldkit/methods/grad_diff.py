@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from uldkit.methods.editing import TOFU_TRAINING
 from uldkit.methods.grad_ascent import GradAscent
+from uldkit.methods.hyperparameters import RetainWeighted
 from uldkit.methods.registry import register
 
 
@@ -18,4 +19,5 @@ class GradDiff(GradAscent):
     summary = "-NLL on the forget answers plus NLL on the retain answers."
     paper = "Liu et al., 2022, Continual Learning and Private Unlearning (arXiv 2203.12817); TOFU baseline"
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
+    schema = RetainWeighted  # + retain_weight
     retain_loss = "nll"

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from uldkit.methods.editing import TOFU_TRAINING
 from uldkit.methods.grad_ascent import GradAscent
+from uldkit.methods.hyperparameters import RetainWeighted
 from uldkit.methods.registry import register
 
 
@@ -24,4 +25,5 @@ class KLMinimisation(GradAscent):
     summary = "-NLL on the forget answers plus KL(original || current) on the retain answers."
     paper = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
+    schema = RetainWeighted  # + retain_weight
     retain_loss = "kl"

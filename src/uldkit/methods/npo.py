@@ -12,6 +12,7 @@ bounded below.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -23,13 +24,23 @@ from uldkit.methods.editing import (
     sample_count,
     sequence_logprob,
 )
+from uldkit.methods.hyperparameters import ForgetWeighted, RetainWeighted, param
 from uldkit.methods.registry import register
 from uldkit.training.losses import forward_logits
 from uldkit.training.trainer import Batch, LossTerm
 
+
 # Zhang et al. (2024) and OpenUnlearning's configs/trainer/NPO.yaml: beta 0.1, both weights 1;
 # TOFU runs at lr 1e-5 for 10 epochs with batch 32.
-NPO_DEFAULTS: dict[str, Any] = {"beta": 0.1, "forget_weight": 1.0}
+@dataclass(frozen=True)
+class NPOHyperparameters(ForgetWeighted):
+    beta: float = param(0.1, "Inverse temperature: how far from the original model the loss "
+                        "keeps pushing (loss scale 2/beta).", min=0, exclusive_min=True)
+
+
+@dataclass(frozen=True)
+class NPORetainHyperparameters(NPOHyperparameters, RetainWeighted):
+    """NPO's hyperparameters plus retain_weight."""
 
 
 def npo_loss(logprob: torch.Tensor, ref_logprob: torch.Tensor, beta: float) -> torch.Tensor:
@@ -42,7 +53,7 @@ class _NPOBase(WeightEditingMethod):
              "Collapse to Effective Unlearning (arXiv 2404.05868)")
     needs_reference = True
     default_training: ClassVar[dict[str, Any]] = dict(OPEN_UNLEARNING_TRAINING)
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = dict(NPO_DEFAULTS)
+    schema = NPOHyperparameters
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
         return {"forget": sample_count(batch["forget"])}
@@ -51,8 +62,8 @@ class _NPOBase(WeightEditingMethod):
         stream = batch["forget"]
         logprob = sequence_logprob(forward_logits(model, stream), stream["labels"])
         ref_logprob = sequence_logprob(self.reference_logits(stream), stream["labels"])
-        per_sample = npo_loss(logprob, ref_logprob, self.hyperparameters["beta"])
-        return {"forget": LossTerm(per_sample.sum(), self.hyperparameters["forget_weight"])}
+        per_sample = npo_loss(logprob, ref_logprob, self.params.beta)
+        return {"forget": LossTerm(per_sample.sum(), self.params.forget_weight)}
 
 
 @register
@@ -65,6 +76,7 @@ class NPO(_NPOBase):
 class NPOGradDiff(_NPOBase):
     name = "npo+grad_diff"
     summary = "NPO on the forget answers plus next-token loss on the retain answers."
+    schema = NPORetainHyperparameters
     retain_loss = "nll"
 
 
@@ -72,4 +84,5 @@ class NPOGradDiff(_NPOBase):
 class NPOKL(_NPOBase):
     name = "npo+kl"
     summary = "NPO on the forget answers plus KL(original || current) on the retain answers."
+    schema = NPORetainHyperparameters
     retain_loss = "kl"

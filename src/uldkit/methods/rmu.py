@@ -21,6 +21,7 @@ token of its text batches; here, as in OpenUnlearning, over answer tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -30,7 +31,8 @@ from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX
 from uldkit.errors import ConfigError
 from uldkit.methods.base import TrainingPlan, UnlearnData
-from uldkit.methods.editing import WeightEditingMethod, finite_number, frozen_copy
+from uldkit.methods.editing import WeightEditingMethod, frozen_copy
+from uldkit.methods.hyperparameters import Hyperparameters, param
 from uldkit.methods.registry import register
 from uldkit.training.losses import forward_logits
 from uldkit.training.trainer import Batch, LossTerm, StreamData
@@ -83,6 +85,20 @@ def decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     raise ConfigError(f"rmu cannot find the decoder layers of {type(model).__name__}")
 
 
+@dataclass(frozen=True)
+class RMUHyperparameters(Hyperparameters):
+    layer: int | None = param(None, "The steered layer l; None: round(7 N / 32) of N layers.",
+                              min=0)
+    trained_layers: int = param(3, "Layers l-k+1..l whose MLP output projections train.", min=1)
+    steering_coeff: float | None = param(
+        None, "The steering coefficient c; None: steering_scale x the mean activation norm.",
+        min=0)
+    steering_scale: float = param(4.0, "c as a multiple of the layer's mean activation norm.",
+                                  min=0, exclusive_min=True)
+    alpha: float = param(1200.0, "Weight of the retain activation loss.", min=0)
+    seed: int = param(0, "Seed of the random steering direction.")
+
+
 @register
 class RMU(WeightEditingMethod):
     name = "rmu"
@@ -90,29 +106,12 @@ class RMU(WeightEditingMethod):
     paper = ("Li et al., 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use With "
              "Unlearning (arXiv 2403.03218)")
     needs_reference = True
-    supports_lora = False
     scores_logits = False
     default_training: ClassVar[dict[str, Any]] = dict(
         lr=5e-5, epochs=1, batch_size=4, grad_accum=1, weight_decay=0.0, warmup_ratio=0.0,
         scheduler="constant", max_grad_norm=None,
     )
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {
-        "layer": None, "trained_layers": 3, "steering_coeff": None, "steering_scale": 4.0,
-        "alpha": 1200.0, "seed": 0,
-    }
-
-    def check_hyperparameters(self) -> None:
-        super().check_hyperparameters()
-        hp = self.hyperparameters
-        for key in ("layer", "steering_coeff"):
-            if hp[key] is not None:
-                number = finite_number(hp[key])
-                if number is None or number < 0 or (key == "layer" and number != int(number)):
-                    raise ConfigError(f"hyperparameter '{key}' of 'rmu' must be a "
-                                      f"non-negative {'integer' if key == 'layer' else 'number'}")
-                hp[key] = int(number) if key == "layer" else number
-        if hp["trained_layers"] < 1 or hp["steering_scale"] <= 0 or hp["alpha"] < 0:
-            raise ConfigError("rmu needs trained_layers >= 1, steering_scale > 0, alpha >= 0")
+    schema = RMUHyperparameters
 
     def needs_retain_stream(self) -> bool:
         return True
@@ -120,33 +119,35 @@ class RMU(WeightEditingMethod):
     def plan(
         self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: UnlearnData
     ) -> TrainingPlan:
-        hp = self.hyperparameters
         layers = decoder_layers(target)
-        if hp["layer"] is None:
-            hp["layer"] = max(1, round(7 * len(layers) / 32))
-        if hp["layer"] >= len(layers):
-            raise ConfigError(f"rmu layer {hp['layer']} does not exist: the model has "
+        if self.params.layer is None:  # derived values are recorded as resolved
+            self.params = replace(self.params, layer=max(1, round(7 * len(layers) / 32)))
+        layer = self.params.layer
+        if layer >= len(layers):
+            raise ConfigError(f"rmu layer {layer} does not exist: the model has "
                               f"{len(layers)} layers (0 to {len(layers) - 1})")
         self.reference = frozen_copy(target)
-        self._layer = layers[hp["layer"]]
-        self._reference_layer = decoder_layers(self.reference)[hp["layer"]]
+        self._layer = layers[layer]
+        self._reference_layer = decoder_layers(self.reference)[layer]
         self._train_mlp_outputs(target, layers)
         streams = self.streams(tokenizer, data)
-        if hp["steering_coeff"] is None:
+        if self.params.steering_coeff is None:
             norm = self._mean_activation_norm(streams["forget"], tokenizer.pad_token_id)
-            hp["steering_coeff"] = round(hp["steering_scale"] * norm, 4)
+            self.params = replace(self.params,
+                                  steering_coeff=round(self.params.steering_scale * norm, 4))
+        hp = self.params
         dim = target.config.hidden_size
-        self._control = control_vector(dim, hp["steering_coeff"], hp["seed"]).to(target.device)
+        self._control = control_vector(dim, hp.steering_coeff, hp.seed).to(target.device)
         return TrainingPlan(target, self, StreamData(streams, primary="forget"))
 
     def _train_mlp_outputs(self, model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
         model.requires_grad_(False)
-        first = max(0, self.hyperparameters["layer"] - self.hyperparameters["trained_layers"] + 1)
+        first = max(0, self.params.layer - self.params.trained_layers + 1)
         chosen = []
-        for index in range(first, self.hyperparameters["layer"] + 1):
-            for name, param in layers[index].named_parameters():
+        for index in range(first, self.params.layer + 1):
+            for name, weight in layers[index].named_parameters():
                 if name.startswith(MLP_OUTPUT_NAMES) and name.endswith("weight"):
-                    param.requires_grad_(True)
+                    weight.requires_grad_(True)
                     chosen.append(name)
         if not chosen:
             raise ConfigError(f"rmu found no MLP output projection in {type(model).__name__}")
@@ -179,4 +180,4 @@ class RMU(WeightEditingMethod):
         retain_loss = activation_mse(retain_acts, reference_acts,
                                      retain["labels"] != IGNORE_INDEX)
         return {"forget": LossTerm(forget_loss.sum()),
-                "retain": LossTerm(retain_loss.sum(), self.hyperparameters["alpha"])}
+                "retain": LossTerm(retain_loss.sum(), self.params.alpha)}

@@ -16,12 +16,14 @@ weight decay 0.01, one warmup epoch. The paper's forget05 setting is beta 2.5, w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from uldkit.methods.editing import OPEN_UNLEARNING_TRAINING, WeightEditingMethod, sample_count
+from uldkit.methods.hyperparameters import RetainWeighted, param
 from uldkit.methods.registry import register
 from uldkit.training.losses import stream_token_nll
 from uldkit.training.trainer import Batch, LossTerm
@@ -35,6 +37,14 @@ def simnpo_loss(
     return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll - gamma))
 
 
+@dataclass(frozen=True)
+class SimNPOHyperparameters(RetainWeighted):
+    beta: float = param(4.5, "Inverse temperature (loss scale 2/beta).", min=0,
+                        exclusive_min=True)
+    gamma: float = param(0.0, "Margin subtracted from the length-normalised NLL.")
+    forget_weight: float = param(0.125, "Weight of the forget loss (npo_coeff).", min=0)
+
+
 @register
 class SimNPO(WeightEditingMethod):
     name = "simnpo"
@@ -42,9 +52,7 @@ class SimNPO(WeightEditingMethod):
     paper = ("Fan et al., 2024, Simplicity Prevails: Rethinking Negative Preference "
              "Optimization for LLM Unlearning (arXiv 2410.07163)")
     default_training: ClassVar[dict[str, Any]] = dict(OPEN_UNLEARNING_TRAINING)
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {
-        "beta": 4.5, "gamma": 0.0, "forget_weight": 0.125,
-    }
+    schema = SimNPOHyperparameters
     retain_loss = "nll"
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
@@ -52,6 +60,6 @@ class SimNPO(WeightEditingMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         nll, mask = stream_token_nll(model, batch["forget"])
-        hp = self.hyperparameters
-        per_sample = simnpo_loss(nll.sum(-1), mask.sum(-1), hp["beta"], hp["gamma"])
-        return {"forget": LossTerm(per_sample.sum(), hp["forget_weight"])}
+        hp = self.params
+        per_sample = simnpo_loss(nll.sum(-1), mask.sum(-1), hp.beta, hp.gamma)
+        return {"forget": LossTerm(per_sample.sum(), hp.forget_weight)}

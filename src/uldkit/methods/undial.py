@@ -16,12 +16,14 @@ averages over every position of the batch; here over the answer tokens only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from uldkit.data.formatting import IGNORE_INDEX
 from uldkit.methods.editing import WeightEditingMethod
+from uldkit.methods.hyperparameters import RetainWeighted, param
 from uldkit.methods.registry import register
 from uldkit.training.losses import forward_logits
 from uldkit.training.trainer import Batch, LossTerm, answer_token_count
@@ -44,6 +46,13 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(-1)
 
 
+@dataclass(frozen=True)
+class UNDIALHyperparameters(RetainWeighted):
+    strength: float = param(10.0, "How far the true token's logit is lowered in the target "
+                            "distribution (beta in OpenUnlearning).", min=0)
+    retain_weight: float = param(0.0, "Weight of the retain NLL (0: none, as the paper).", min=0)
+
+
 @register
 class UNDIAL(WeightEditingMethod):
     name = "undial"
@@ -54,9 +63,7 @@ class UNDIAL(WeightEditingMethod):
     default_training: ClassVar[dict[str, Any]] = dict(
         lr=1e-4, epochs=10, batch_size=2, grad_accum=8, weight_decay=0.0, warmup_ratio=0.0
     )
-    hyperparameter_defaults: ClassVar[dict[str, Any]] = {
-        "strength": 10.0, "forget_weight": 1.0, "retain_weight": 0.0,
-    }
+    schema = UNDIALHyperparameters
     retain_loss = "nll"
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
@@ -67,7 +74,7 @@ class UNDIAL(WeightEditingMethod):
         labels = stream["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         targets = undial_targets(self.reference_logits(stream)[:, :-1],
-                                 labels.masked_fill(~mask, 0), self.hyperparameters["strength"])
+                                 labels.masked_fill(~mask, 0), self.params.strength)
         per_token = soft_cross_entropy(forward_logits(model, stream)[:, :-1], targets)
         total = torch.where(mask, per_token, torch.zeros_like(per_token)).sum()
-        return {"forget": LossTerm(total, self.hyperparameters["forget_weight"])}
+        return {"forget": LossTerm(total, self.params.forget_weight)}

@@ -45,37 +45,13 @@ from transformers import get_scheduler
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError, TrainingError
+from uldkit.training.config import TrainConfig
 from uldkit.training.journal import check_identity, data_sha256
 from uldkit.training.run_dir import Checkpoint
 
 Batch = dict[str, dict[str, torch.Tensor]]
 # How a run is watched and kept, not what it computes: these may change on resume.
 UNTRACKED_SETTINGS = ("show_progress", "description", "checkpoint_every", "keep_checkpoints")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 1
-    batch_size: int = 8  # per process, per micro-batch
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    scheduler: str = "linear"
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    max_steps: int | None = None
-    checkpoint_every: int = 0  # optimizer steps; 0 = at the end of every epoch
-    keep_checkpoints: int = 2
-    padding_side: str = "right"
-    show_progress: bool = True
-    description: str = "training"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("epochs, batch_size and grad_accum must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError("lr must be positive")
 
 
 @dataclass

@@ -19,6 +19,7 @@ continues DIR's adapters on the union of all requests so far.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from uldkit.data.formatting import IGNORE_INDEX, encode_pairs
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.hyperparameters import Hyperparameters, param
 from uldkit.methods.registry import register
 from uldkit.models.decoder_stack import check_causal_lm
 from uldkit.models.lm import LanguageModel
@@ -42,7 +44,6 @@ from uldkit.uld.logit_difference import (
     DEFAULT_ALPHA,
     DEFAULT_TAU,
     LogitDifferenceModel,
-    check_settings,
 )
 from uldkit.uld.records import (
     AssistantManifest,
@@ -54,20 +55,31 @@ from uldkit.uld.records import (
 )
 
 DEFAULT_RETAIN_COUNT = 400
-# name -> (type, default); None means derived: K from the depth, n as the module says.
-HYPERPARAMETERS: dict[str, tuple[type, Any]] = {
-    "assistant_layers": (int, None),
-    "lora_r": (int, 16),
-    "lora_alpha": (float, 32),
-    "lora_dropout": (float, 0.05),
+
+
+@dataclass(frozen=True)
+class ULDHyperparameters(Hyperparameters):
+    """None means derived: K from the target's depth, n as the module says."""
+
+    assistant_layers: int | None = param(
+        None, "K: the assistant is the target's first K layers (None: a quarter of them).", min=1)
+    lora_r: int = param(16, "Rank of the assistant's LoRA adapters.", min=1)
+    lora_alpha: float = param(32, "LoRA scaling alpha of the assistant.", min=0,
+                              exclusive_min=True)
+    lora_dropout: float = param(0.05, "LoRA dropout of the assistant.", min=0, max=1,
+                                exclusive_max=True)
     # The paper's 5 suits a 32k vocabulary; with a small one (the 768 tokens of the test world)
     # 1 gave a sharper assistant: forget-set probability 0.45 instead of 0.65 of the target's.
-    "uniform_weight": (float, 5.0),
-    "retain_count": (int, None),
-    "alpha": (float, DEFAULT_ALPHA),
-    "tau": (float, DEFAULT_TAU),
-    "assistant": (str, None),
-}
+    uniform_weight: float = param(5.0, "w: weight of KL(uniform || assistant) on the retain "
+                                  "side.", min=0)
+    retain_count: int | None = param(
+        None, "n: retain pairs on the retain side (None: max(400, forget pairs)).", min=0)
+    alpha: float = param(DEFAULT_ALPHA, "Strength of the subtraction at inference: "
+                         "target - alpha x assistant.", min=0)
+    tau: float = param(DEFAULT_TAU, "Tokens the target gives less probability than tau are "
+                       "left out of the subtraction (0: none).", min=0, max=1)
+    assistant: str | None = param(None, "Continue this ULD directory's assistant on the union "
+                                  "of its forget requests and this one.")
 
 
 def uniform_kl(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -113,25 +125,7 @@ class ULD(UnlearningMethod):
     # of the tests and demo need more: their assistant learned the forget set with lr 1e-2 over
     # 20 epochs (with lr 1e-3 over 10 it barely moved).
     default_training: ClassVar[dict[str, Any]] = {"lr": 1e-3, "epochs": 10, "batch_size": 8}
-
-    def __init__(self, **hyperparameters: Any) -> None:
-        super().__init__(**hyperparameters)
-        unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
-        if unknown:
-            raise ConfigError(f"unknown ULD setting(s) {', '.join(unknown)}; known: "
-                              f"{', '.join(HYPERPARAMETERS)}")
-        self.settings = {name: _coerce(name, hyperparameters.get(name, default), kind)
-                         for name, (kind, default) in HYPERPARAMETERS.items()}
-        check_settings(self.settings["alpha"], self.settings["tau"])
-        if self.settings["uniform_weight"] < 0:
-            raise ConfigError("uniform_weight must be >= 0")
-        if self.settings["retain_count"] is not None and self.settings["retain_count"] < 0:
-            raise ConfigError("retain_count must be >= 0")
-
-    @classmethod
-    def all_defaults(cls) -> dict[str, Any]:
-        """Every setting and its default; None: derived (K = depth/4, retain count, ...)."""
-        return {name: default for name, (_, default) in HYPERPARAMETERS.items()}
+    schema = ULDHyperparameters
 
     # ---- training -----------------------------------------------------------------------
     def plan(
@@ -142,18 +136,18 @@ class ULD(UnlearningMethod):
                               "wrong answers)")
         check_causal_lm(target)
         identity = TargetIdentity.of(target)
-        layers, lora = self.settings["assistant_layers"], self._lora()
+        layers, lora = self.params.assistant_layers, self._lora()
         earlier: list[ForgetRequest] = []
-        existing = self.settings["assistant"]
+        existing = self.params.assistant
         if existing is not None:
             previous = self._previous(Path(existing), target)
             earlier = read_history(Path(existing))
             layers, lora = self._continued_shape(previous)
             # Inference and loss settings carry over unless given again.
-            for name, value in (("alpha", previous.alpha), ("tau", previous.tau),
-                                ("uniform_weight", previous.uniform_weight)):
-                if name not in self.hyperparameters:
-                    self.settings[name] = value
+            carried = {name: value for name, value in (
+                ("alpha", previous.alpha), ("tau", previous.tau),
+                ("uniform_weight", previous.uniform_weight)) if name not in self.given}
+            self.params = replace(self.params, **carried)
         layers = _assistant_depth(layers, identity.depth)
         assistant = ZeroCopyAssistant(target, layers, lora)
         if existing is not None:
@@ -165,7 +159,7 @@ class ULD(UnlearningMethod):
         passages = list(dict.fromkeys(t for r in requests for t in r.passages))
         forgotten = {p.question for r in requests for p in r.forget}
         retain_pool = [p for p in data.retain if p.question not in forgotten]
-        count = self.settings["retain_count"]
+        count = self.params.retain_count
         if count is None:
             count = max(DEFAULT_RETAIN_COUNT, sum(len(r.forget) for r in requests))
         retain_pairs = retain_pool[len(retain_pool) - min(count, len(retain_pool)):]
@@ -183,7 +177,7 @@ class ULD(UnlearningMethod):
                               "retain passages")
         return TrainingPlan(
             model=assistant,
-            objective=ULDObjective(self.settings["uniform_weight"]),
+            objective=ULDObjective(self.params.uniform_weight),
             data=StreamData(streams, primary="forget"),
             extra={"identity": identity, "requests": requests, "training": {
                 "forget_splits": [r.split for r in requests],
@@ -198,8 +192,8 @@ class ULD(UnlearningMethod):
         )
 
     def _lora(self) -> AssistantLora:
-        return AssistantLora(r=self.settings["lora_r"], alpha=self.settings["lora_alpha"],
-                             dropout=self.settings["lora_dropout"])
+        return AssistantLora(r=self.params.lora_r, alpha=self.params.lora_alpha,
+                             dropout=self.params.lora_dropout)
 
     def _previous(self, directory: Path, target: PreTrainedModel) -> AssistantManifest:
         raw = read_manifest(directory)
@@ -212,9 +206,10 @@ class ULD(UnlearningMethod):
     def _continued_shape(self, previous: AssistantManifest) -> tuple[int, AssistantLora]:
         asked = {"assistant_layers": previous.layers, "lora_r": previous.lora.r,
                  "lora_alpha": previous.lora.alpha, "lora_dropout": previous.lora.dropout}
-        clash = [f"{name}={self.hyperparameters[name]} (the assistant has {value})"
+        given = self.hyperparameters
+        clash = [f"{name}={given[name]} (the assistant has {value})"
                  for name, value in asked.items()
-                 if name in self.hyperparameters and self.settings[name] != value]
+                 if name in self.given and given[name] != value]
         if clash:
             raise ConfigError("a continued assistant keeps its shape; drop " + ", ".join(clash))
         return previous.layers, previous.lora
@@ -232,9 +227,9 @@ class ULD(UnlearningMethod):
             identity=plan.extra["identity"],
             layers=assistant.num_layers,
             lora=assistant.lora,
-            alpha=self.settings["alpha"],
-            tau=self.settings["tau"],
-            uniform_weight=self.settings["uniform_weight"],
+            alpha=self.params.alpha,
+            tau=self.params.tau,
+            uniform_weight=self.params.uniform_weight,
             requests=[r.summary(i) for i, r in enumerate(requests, start=1)],
             training={**plan.extra["training"], "seed": context.seed},
         )
@@ -265,8 +260,8 @@ class ULD(UnlearningMethod):
         assistant = ZeroCopyAssistant(model, recorded.layers, recorded.lora)
         assistant.load_lora_state_dict(read_adapters(path), str(path))
         assistant.eval()
-        for param in assistant.lora_parameters():
-            param.requires_grad_(False)
+        for weight in assistant.lora_parameters():
+            weight.requires_grad_(False)
         return LogitDifferenceModel(
             assistant, tokenizer,
             alpha=recorded.alpha if alpha is None else float(alpha),

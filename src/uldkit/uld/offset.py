@@ -20,6 +20,7 @@ LoRA adapters of the small model).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from uldkit.errors import ConfigError, ModelError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import TrainingPlan, UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.methods.editing import TOFU_TRAINING, WeightEditingMethod, frozen_copy
+from uldkit.methods.hyperparameters import Hyperparameters, param
 from uldkit.methods.registry import get_method, register
 from uldkit.models.fingerprint import weight_fingerprint
 from uldkit.models.lm import CausalLM, LanguageModel
@@ -39,7 +41,16 @@ from uldkit.models.loading import load_model, save_model
 from uldkit.training.run_dir import SMALL_MODEL_DIR, RunDir
 from uldkit.uld.combination import LogitCombination
 
-OWN_HYPERPARAMETERS: dict[str, Any] = {"small_model": None, "loss": "grad_diff", "scale": 1.0}
+
+@dataclass(frozen=True)
+class OffsetHyperparameters(Hyperparameters):
+    """Offset's own settings; every other key goes to the chosen loss's schema."""
+
+    small_model: str = param(help="The path of a small model that shares the target's "
+                             "tokenizer.")
+    loss: str = param("grad_diff", "The unlearning loss trained through the combined scores "
+                      "(a method on output scores: grad_ascent, grad_diff, kl, npo, dpo, ...).")
+    scale: float = param(1.0, "Weight of the small models' logit offset.")
 
 
 def offset_scores(
@@ -92,46 +103,42 @@ class Offset(UnlearningMethod):
     needs_reference = True
     needs_refusals = True  # so that a refusal-based loss (dpo, idk) can be chosen
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
+    schema = OffsetHyperparameters
+    schema_note = "Other keys go to the chosen loss: see `uldkit methods LOSS`."
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        own = {k: hyperparameters.pop(k, v) for k, v in OWN_HYPERPARAMETERS.items()}
-        if not own["small_model"]:
-            raise ConfigError(
-                "offset needs the hyperparameter small_model=PATH: a small model that shares "
-                "the target's tokenizer"
-            )
-        loss_cls = get_method(str(own["loss"]))
+    def __init__(self, params: Hyperparameters | None = None, /, **hyperparameters: Any) -> None:
+        """`params` (or the keys of OffsetHyperparameters) are offset's own; the other
+        keyword hyperparameters are checked against the loss's schema."""
+        own = {f.name for f in fields(OffsetHyperparameters)}
+        super().__init__(params, **{k: v for k, v in hyperparameters.items() if k in own})
+        loss_cls = get_method(self.params.loss)
         if not (issubclass(loss_cls, WeightEditingMethod) and loss_cls.scores_logits):
-            raise ConfigError(f"offset cannot train with '{own['loss']}': choose a loss on "
+            raise ConfigError(f"offset cannot train with '{self.params.loss}': choose a loss on "
                               "output scores (grad_ascent, grad_diff, kl, npo, simnpo, dpo, ...)")
-        try:
-            scale = float(own["scale"])
-        except (TypeError, ValueError):
-            raise ConfigError(f"offset's scale must be a number, not {own['scale']!r}") from None
-        self.loss = loss_cls(**hyperparameters)
-        super().__init__(small_model=str(own["small_model"]), loss=loss_cls.name, scale=scale,
-                         **self.loss.hyperparameters)
+        rest = {k: v for k, v in hyperparameters.items() if k not in own}
+        self.loss = loss_cls(loss_cls.schema.parse(rest, self.name, also_known=own))
+        self.given = self.given | frozenset(rest)
 
-    @classmethod
-    def all_defaults(cls) -> dict[str, Any]:
-        return dict(OWN_HYPERPARAMETERS)
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.params.to_dict(), **self.loss.hyperparameters}
 
     def plan(
         self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: UnlearnData
     ) -> TrainingPlan:
-        small, small_tokenizer = load_model(self.hyperparameters["small_model"],
+        small, small_tokenizer = load_model(self.params.small_model,
                                             device=str(target.device),
                                             dtype=str(target.dtype).removeprefix("torch."))
         if small_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError(
-                f"small model '{self.hyperparameters['small_model']}' does not share the "
+                f"small model '{self.params.small_model}' does not share the "
                 "target's tokenizer"
             )
         target.requires_grad_(False)
         target.eval()
         small_frozen = frozen_copy(small)
         ensemble = OffsetEnsemble(target, self.loss.trainable_model(small), small_frozen,
-                                  self.hyperparameters["scale"])
+                                  self.params.scale)
         plan = self.loss.plan_with(ensemble, target, tokenizer, data)
         plan.extra.update(target_fingerprint=weight_fingerprint(target),
                           small_fingerprint=weight_fingerprint(small_frozen))
@@ -153,10 +160,10 @@ class Offset(UnlearningMethod):
         atomic_write_json(run.manifest, {
             "kind": "offset",
             "target": _absolute(context.target_path),
-            "small_model": _absolute(self.hyperparameters["small_model"]),
+            "small_model": _absolute(self.params.small_model),
             "small_unlearned": SMALL_MODEL_DIR,
-            "scale": self.hyperparameters["scale"],
-            "loss": self.hyperparameters["loss"],
+            "scale": self.params.scale,
+            "loss": self.params.loss,
             "hyperparameters": self.hyperparameters,
             "target_fingerprint": plan.extra["target_fingerprint"],
             "small_fingerprint": plan.extra["small_fingerprint"],

@@ -1,25 +1,32 @@
-"""Run any registered unlearning method on a target model: `uldkit unlearn`."""
+"""One unlearning run: a method, ready data and a target in, an unlearned model out.
+
+`run_unlearning` is the run step: it takes a method instance, `UnlearnData` (see
+`uldkit.unlearning.data`) and the target in memory, trains and saves. `unlearn` is
+`uldkit unlearn`: it checks the settings, resolves the data, loads the target and runs.
+"""
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from uldkit.data.refusals import DEFAULT_REFUSALS, load_refusals
-from uldkit.data.sources import DataSource
-from uldkit.data.types import DocumentDataset, QADataset
-from uldkit.errors import ConfigError, DataError
+from uldkit.data.types import DocumentDataset
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
+from uldkit.methods.hyperparameters import Hyperparameters
 from uldkit.models.loading import load_model
 from uldkit.training.run_start import check_out_dir, finish_run, open_run
+from uldkit.training.schema import parse_settings
 from uldkit.training.trainer import TrainConfig, Trainer
 from uldkit.unlearning.catalog import get_method
+from uldkit.unlearning.data import DataSpec, resolve_unlearn_data
 
 
 @dataclass
@@ -39,12 +46,20 @@ class UnlearnConfig:
     data_seed: int = 0
     max_length: int = 128
     refusals: str | None = None  # a file of refusal lines; default: TOFU's, else built-in
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # KEY=VALUE (checked against the method's schema), or an instance of that schema.
+    hyperparameters: dict[str, Any] | Hyperparameters = field(default_factory=dict)
     # Only the training settings the user set; the rest come from the method's defaults.
     train_overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(data=self.data, forget=self.forget, retain=self.retain,
+                        forget_documents=self.forget_documents,
+                        retain_documents=self.retain_documents, refusals=self.refusals,
+                        people=self.people, data_seed=self.data_seed,
+                        max_length=self.max_length)
 
 
 @dataclass
@@ -59,127 +74,101 @@ class UnlearnResult:
 def resolve_train_config(
     method: type[UnlearningMethod], overrides: dict[str, Any], seed: int | None = None
 ) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
+    """The method's training defaults with `overrides` on top, checked against TrainConfig."""
     settings = {**method.default_training, **overrides}
-    unknown = set(settings) - known
-    if unknown:
-        raise DataError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     settings.setdefault("description", f"unlearning ({method.name})")
     if seed is not None:
         settings["seed"] = seed
-    return TrainConfig(**settings)
+    return parse_settings(TrainConfig, settings, noun="training setting")
+
+
+def checked_settings(
+    method: str, hyperparameters: Mapping[str, Any] | Hyperparameters,
+    train_overrides: Mapping[str, Any],
+) -> tuple[UnlearningMethod, TrainConfig]:
+    """The method and training configuration these settings make; ConfigError naming the
+    method and key when one is unknown, of the wrong type or out of bounds.
+    `hyperparameters` is KEY=VALUE input or an instance of the method's schema."""
+    method_cls = get_method(method)
+    instance = (method_cls(hyperparameters) if isinstance(hyperparameters, Hyperparameters)
+                else method_cls(**hyperparameters))
+    return instance, resolve_train_config(method_cls, dict(train_overrides))
 
 
 def load_unlearn_data(config: UnlearnConfig, method: type[UnlearningMethod]) -> UnlearnData:
-    from uldkit.data.tofu import retain_split_for
-
-    source = DataSource(config.data, people=config.people, seed=config.data_seed)
-    forget = source.load(config.forget)
-    if len(forget) == 0:
-        raise DataError(f"the forget set '{config.forget}' is empty")
-    forget_documents, retain_documents = _documents(config, source)
-    if forget_documents is None and retain_documents is not None:
-        raise ConfigError("retain_documents needs forget_documents (a document forget set)")
-    if forget_documents is not None and method.needs_refusals:
-        raise ConfigError(f"method '{method.name}' cannot unlearn passages: it answers each "
-                          "forget question with a refusal, and passages have no question")
-    if forget_documents is not None and config.retain in (None, "none"):
-        retain_split = "none"
-        retain = QADataset([], "none")
-    else:
-        retain_split = config.retain or retain_split_for(config.forget)
-        retain = source.load(retain_split)
-    overlap = forget.questions() & retain.questions()
-    if overlap:
-        warnings.warn(
-            f"{len(overlap)} of {len(forget)} forget questions also appear in the retain set "
-            f"'{retain_split}'; they are removed from the retain side",
-            stacklevel=2,
-        )
-        retain = QADataset([p for p in retain if p.question not in overlap], retain.name)
-    augmentation = None
-    if method.needs_augmentation and forget_documents is None:
-        augmentation = source.augmentation(config.forget)
-    return UnlearnData(
-        forget=forget,
-        retain=retain,
-        augmentation=augmentation,
-        refusals=_refusals(config, source) if method.needs_refusals else [],
-        max_length=config.max_length,
-        forget_documents=forget_documents,
-        retain_documents=retain_documents,
-    )
-
-
-def _documents(
-    config: UnlearnConfig, source: DataSource
-) -> tuple[DocumentDataset | None, DocumentDataset | None]:
-    from uldkit.data.documents import resolve_documents
-    from uldkit.data.synthetic import generate_world
-
-    world = generate_world(config.people, config.data_seed) if source.is_synthetic else None
-    loaded = []
-    for name, spec in (("forget_documents", config.forget_documents),
-                       ("retain_documents", config.retain_documents)):
-        documents = None if spec is None else resolve_documents(spec, world)
-        if documents is not None and len(documents) == 0:
-            raise DataError(f"{name} '{spec}' holds no passages")
-        loaded.append(documents)
-    return loaded[0], loaded[1]
-
-
-def _refusals(config: UnlearnConfig, source: DataSource) -> list[str]:
-    if config.refusals:
-        return load_refusals(config.refusals)
-    if not source.is_synthetic and (Path(source.location) / "idontknow.jsonl").exists():
-        return load_refusals(Path(source.location) / "idontknow.jsonl")
-    return list(DEFAULT_REFUSALS)
+    return resolve_unlearn_data(config.data_spec(), method)
 
 
 def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = False,
             show_progress: bool = True) -> UnlearnResult:
-    method_cls = get_method(config.method)
-    method = method_cls(**config.hyperparameters)
-    train_config = resolve_train_config(method_cls, config.train_overrides)
+    """`uldkit unlearn`: check the settings, resolve the data, load the target, run."""
+    method, train_config = checked_settings(config.method, config.hyperparameters,
+                                            config.train_overrides)
     train_config.show_progress = show_progress and train_config.show_progress
     # Inputs are read and checked before the output directory is touched: bad input leaves
     # no run directory behind (and --overwrite keeps the old run until the new one finished).
-    out = check_out_dir(config.out, overwrite=overwrite, resume=resume)
-    data = load_unlearn_data(config, method_cls)
+    check_out_dir(config.out, overwrite=overwrite, resume=resume)
+    data = load_unlearn_data(config, type(method))
     target, tokenizer = load_model(config.model, device=config.device,
                                    allow_pickle=config.allow_pickle,
                                    trust_remote_code=config.trust_remote_code)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available() or config.device == "cpu")
+    return run_unlearning(method, data, target, tokenizer, config.out, target_path=config.model,
+                          train=train_config, record=asdict(config), resume=resume,
+                          overwrite=overwrite, cpu=config.device == "cpu")
+
+
+def run_unlearning(
+    method: UnlearningMethod,
+    data: UnlearnData,
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | os.PathLike,
+    *,
+    target_path: str,
+    train: TrainConfig | None = None,
+    record: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    cpu: bool = False,
+) -> UnlearnResult:
+    """Train `method` on ready data from the in-memory target and save the unlearned model
+    to `out`. `target_path` is where the target can be loaded again (ULD and offset record
+    it in their manifest); `train` defaults to the method's training defaults; `record`
+    (e.g. the command's settings) is saved in run_config.json beside the resolved ones."""
+    train = train or resolve_train_config(type(method), {})
+    out = check_out_dir(out, overwrite=overwrite, resume=resume)
+    accelerator = Accelerator(cpu=cpu or not torch.cuda.is_available())
     plan = method.plan(target, tokenizer, data)
     # Refused here, before anything is written, when resuming with other settings.
     run = open_run(out, "unlearn", {
-        **asdict(config), "train": asdict(train_config), "method": method.describe(),
+        **(record or {"method": method.name, "model": target_path}),
+        "train": asdict(train), "method": method.describe(),
         "forget_examples": len(data.forget), "retain_examples": len(data.retain),
         "forget_passages": _count(data.forget_documents),
         "retain_passages": _count(data.retain_documents),
         "streams": {k: len(v) for k, v in plan.data.streams.items()},
     }, overwrite=overwrite, resume=resume, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    trainer = Trainer(plan.model, plan.objective, plan.data, train_config,
+    trainer = Trainer(plan.model, plan.objective, plan.data, train,
                       pad_token_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints,
                       accelerator=accelerator)
     result = trainer.train(resume=resume)
     plan.model = accelerator.unwrap_model(trainer.model)
     if accelerator.is_main_process:
-        method.save(plan, tokenizer, run.path, UnlearnContext(config.model, train_config.seed))
+        method.save(plan, tokenizer, run.path, UnlearnContext(target_path, train.seed))
         atomic_write_json(run.summary("unlearn"), {
-            "method": config.method,
+            "method": method.name,
             "steps": result.steps,
             "train_seconds": result.seconds,
             "final_loss": result.final_loss,
-            "forget_split": config.forget,
+            "forget_split": data.forget.name,
             "hyperparameters": method.hyperparameters,
             "resumed_from_step": result.resumed_from,
         })
     accelerator.wait_for_everyone()
     finish_run(run, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    return UnlearnResult(out, config.method, result.steps, result.seconds, result.final_loss)
+    return UnlearnResult(out, method.name, result.steps, result.seconds, result.final_loss)
 
 
 def _count(documents: DocumentDataset | None) -> int | None:
