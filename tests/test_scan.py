@@ -402,8 +402,9 @@ def _assert_scan_covers_the_unpickler(data: bytes, pickles: int = 1) -> None:
         assert finding.is_dangerous
     if _broke_the_stream(err):
         assert finding.is_dangerous, (data, err, finding)
-    if err is None and pickles == 1:
-        assert finding.error is None, (data, finding)
+    if err is None and pickles == 1:  # read in full, it is no garbage; unless an opcode ran
+        # past its frame's end, which `pickle.loads` reads otherwise: unreadable on purpose
+        assert finding.error is None or "frame" in finding.error, (data, finding)
 
 
 @settings(max_examples=300, deadline=None)
