@@ -42,8 +42,8 @@ def test_dataset_dict_and_saved_directory(tmp_path):
     assert len(from_hf_dataset(str(tmp_path / "one"))) == 2
 
 
-def test_real_tofu_rows_survive_a_round_trip_through_datasets(tmp_path):
-    forget = load_tofu("/work/shared/data/tofu", "forget01")
+def test_real_tofu_rows_survive_a_round_trip_through_datasets(tofu_dir, tmp_path):
+    forget = load_tofu(tofu_dir, "forget01")
     rows = [{k: v for k, v in pair.to_dict().items() if v is not None} for pair in forget]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "tofu"))
     assert from_hf_dataset(tmp_path / "tofu").pairs == forget.pairs

@@ -182,8 +182,8 @@ def test_cli_synth_refuses_a_directory_of_other_files(tmp_path):
     assert load_tofu(out, "full") == generate_world(6).split("full")
 
 
-def test_cli_show_real_tofu_forget10():
-    result = runner.invoke(app, ["data", "show", "--tofu", "/work/shared/data/tofu",
+def test_cli_show_real_tofu_forget10(tofu_dir):
+    result = runner.invoke(app, ["data", "show", "--tofu", str(tofu_dir),
                                  "--split", "forget10", "--rows", "2"])
     assert result.exit_code == 0, result.output
     assert "forget10: 400 rows" in result.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,12 +19,10 @@ from uldkit.data import (
 )
 from uldkit.errors import DataError
 
-TOFU = Path(os.environ.get("ULDKIT_TOFU_DIR", "/work/shared/data/tofu"))
-
 
 # --- the real files -------------------------------------------------------------------------
-def test_forget10_has_400_rows_with_all_evaluation_fields():
-    forget = load_tofu(TOFU, "forget10")
+def test_forget10_has_400_rows_with_all_evaluation_fields(tofu_dir):
+    forget = load_tofu(tofu_dir, "forget10")
     assert len(forget) == 400 and forget.name == "forget10"
     assert forget.has_eval_fields()
     assert all(len(p.perturbed_answers) == 5 for p in forget)
@@ -39,43 +36,45 @@ def test_forget10_has_400_rows_with_all_evaluation_fields():
      ("retain99", 3960), ("retain_perturbed", 400), ("real_authors_perturbed", 100),
      ("world_facts_perturbed", 117)],
 )
-def test_split_sizes(split, rows):
-    assert len(load_tofu(TOFU, split)) == rows
+def test_split_sizes(tofu_dir, split, rows):
+    assert len(load_tofu(tofu_dir, split)) == rows
 
 
-def test_full_is_forget10_then_retain90():
-    full = load_tofu(TOFU, "full")
-    forget, retain = load_tofu(TOFU, "forget10"), load_tofu(TOFU, "retain90")
+def test_full_is_forget10_then_retain90(tofu_dir):
+    full = load_tofu(tofu_dir, "full")
+    forget, retain = load_tofu(tofu_dir, "forget10"), load_tofu(tofu_dir, "retain90")
     assert len(full) == 4000 and full.name == "full"
     assert full.pairs == forget.pairs + retain.pairs
 
 
-def test_forget_splits_nest_and_complement_their_retain_split():
-    questions = {s: load_tofu(TOFU, s).questions() for s in ("forget01", "forget05", "forget10")}
+def test_forget_splits_nest_and_complement_their_retain_split(tofu_dir):
+    questions = {s: load_tofu(tofu_dir, s).questions()
+                 for s in ("forget01", "forget05", "forget10")}
     assert questions["forget01"] < questions["forget05"] < questions["forget10"]
     for split, forget in questions.items():
-        retain = load_tofu(TOFU, retain_split_for(split)).questions()
+        retain = load_tofu(tofu_dir, retain_split_for(split)).questions()
         assert not forget & retain
-        assert len(load_tofu(TOFU, split)) + len(load_tofu(TOFU, retain_split_for(split))) == 4000
+        retain_rows = len(load_tofu(tofu_dir, retain_split_for(split)))
+        assert len(load_tofu(tofu_dir, split)) + retain_rows == 4000
 
 
-def test_general_sets_use_the_answer_as_paraphrase():
+def test_general_sets_use_the_answer_as_paraphrase(tofu_dir):
     for split in ("real_authors_perturbed", "world_facts_perturbed"):
-        data = load_tofu(TOFU, split)
+        data = load_tofu(tofu_dir, split)
         assert data.has_eval_fields()
         assert all(p.paraphrased_answer == p.answer and len(p.perturbed_answers) == 3 for p in data)
 
 
-def test_a_direct_file_path_loads():
-    data = load_tofu(TOFU / "world_facts_perturbed.json")
+def test_a_direct_file_path_loads(tofu_dir):
+    data = load_tofu(tofu_dir / "world_facts_perturbed.json")
     assert len(data) == 117 and data.name == "world_facts_perturbed"
     assert data[0].question == "Where would you find the Eiffel Tower?"
 
 
 @pytest.mark.parametrize("split", ["forget01", "forget05", "forget10"])
-def test_augmentation_covers_every_forget_question(split):
-    forget = load_tofu(TOFU, split)
-    augmentation = load_tofu_augmentation(TOFU, split)
+def test_augmentation_covers_every_forget_question(tofu_dir, split):
+    forget = load_tofu(tofu_dir, split)
+    augmentation = load_tofu_augmentation(tofu_dir, split)
     assert set(augmentation.paraphrases) == forget.questions()
     assert set(augmentation.wrong_answers) == forget.questions()
     for pair in forget:
@@ -87,18 +86,18 @@ def test_augmentation_covers_every_forget_question(split):
         assert not evaluation & set(wrong) and pair.answer not in wrong
 
 
-def test_augmentation_row_with_reworded_question_is_matched_by_answer():
+def test_augmentation_row_with_reworded_question_is_matched_by_answer(tofu_dir):
     # Row 61 of the forget10 CSVs drops the name from the question; its answer is intact.
-    forget = load_tofu(TOFU, "forget10")
+    forget = load_tofu(tofu_dir, "forget10")
     question = forget[60].question
     assert "Rajeev" in question
-    augmentation = load_tofu_augmentation(TOFU, "forget10")
+    augmentation = load_tofu_augmentation(tofu_dir, "forget10")
     assert len(augmentation.paraphrases[question]) > 5
     assert augmentation.wrong_answers[question]
 
 
-def test_perturb_file_is_filtered_to_the_split():
-    augmentation = load_tofu_augmentation(TOFU, "forget01")
+def test_perturb_file_is_filtered_to_the_split(tofu_dir):
+    augmentation = load_tofu_augmentation(tofu_dir, "forget01")
     assert len(augmentation.wrong_answers) == 40  # the CSV has 400 rows
 
 
@@ -110,9 +109,9 @@ def test_retain_split_for():
 
 
 # --- user errors ----------------------------------------------------------------------------
-def test_unknown_split_lists_the_known_ones():
+def test_unknown_split_lists_the_known_ones(tofu_dir):
     with pytest.raises(DataError) as err:
-        load_tofu(TOFU, "forget20")
+        load_tofu(tofu_dir, "forget20")
     assert "forget20" in str(err.value)
     assert all(split in str(err.value) for split in TOFU_SPLITS)
 
@@ -124,9 +123,9 @@ def test_missing_root_and_missing_file_name_the_path(tmp_path):
         load_tofu(tmp_path, "forget10")
 
 
-def test_truncated_json_names_the_file(tmp_path):
+def test_truncated_json_names_the_file(tofu_dir, tmp_path):
     path = tmp_path / "forget10.json"
-    path.write_text((TOFU / "forget10.json").read_text(encoding="utf-8")[:5000])
+    path.write_text((tofu_dir / "forget10.json").read_text(encoding="utf-8")[:5000])
     with pytest.raises(DataError, match=r"forget10\.json line \d+ column \d+: invalid JSON.*trunc"):
         load_tofu(tmp_path, "forget10")
 
@@ -150,8 +149,8 @@ def test_jsonl_loads_and_skips_blank_lines(tmp_path):
     assert data[1].perturbed_answers == ("Wrong.",)
 
 
-def test_missing_field_is_named_with_the_record(tmp_path):
-    records = json.loads((TOFU / "forget01.json").read_text(encoding="utf-8"))
+def test_missing_field_is_named_with_the_record(tofu_dir, tmp_path):
+    records = json.loads((tofu_dir / "forget01.json").read_text(encoding="utf-8"))
     del records[11]["answer"]
     (tmp_path / "forget01.json").write_text(json.dumps(records))
     with pytest.raises(DataError, match=r"forget01\.json record 12: missing field 'answer'"):
@@ -222,16 +221,16 @@ def test_empty_split_file_is_an_error(tmp_path):
         load_tofu(tmp_path, "forget10")
 
 
-def _copy_forget01_with_aug(tmp_path: Path) -> Path:
-    shutil.copy(TOFU / "forget01.json", tmp_path / "forget01.json")
-    shutil.copytree(TOFU / "aug" / "forget01", tmp_path / "aug" / "forget01")
+def _copy_forget01_with_aug(tofu_dir: Path, tmp_path: Path) -> Path:
+    shutil.copy(tofu_dir / "forget01.json", tmp_path / "forget01.json")
+    shutil.copytree(tofu_dir / "aug" / "forget01", tmp_path / "aug" / "forget01")
     for file in (tmp_path / "aug" / "forget01").iterdir():
         file.chmod(0o644)
     return tmp_path / "aug" / "forget01"
 
 
-def test_malformed_csv_literal_names_file_and_row(tmp_path):
-    aug = _copy_forget01_with_aug(tmp_path)
+def test_malformed_csv_literal_names_file_and_row(tofu_dir, tmp_path):
+    aug = _copy_forget01_with_aug(tofu_dir, tmp_path)
     path = aug / "paraphrase_res.csv"
     text = path.read_text(encoding="utf-8").splitlines(keepends=True)
     cells = text[4].rsplit("['", 1)
@@ -247,8 +246,8 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
         csv.writer(handle).writerows(rows)
 
 
-def test_csv_literal_of_the_wrong_shape_and_wrong_column_count(tmp_path):
-    aug = _copy_forget01_with_aug(tmp_path)
+def test_csv_literal_of_the_wrong_shape_and_wrong_column_count(tofu_dir, tmp_path):
+    aug = _copy_forget01_with_aug(tofu_dir, tmp_path)
     forget = load_tofu(tmp_path, "forget01")
     path = aug / "perturb_res.csv"
     pair = forget[0]
@@ -264,8 +263,8 @@ def test_csv_literal_of_the_wrong_shape_and_wrong_column_count(tmp_path):
         load_tofu_augmentation(tmp_path, "forget01")
 
 
-def test_missing_augmentation_file_and_unmatched_rows(tmp_path):
-    aug = _copy_forget01_with_aug(tmp_path)
+def test_missing_augmentation_file_and_unmatched_rows(tofu_dir, tmp_path):
+    aug = _copy_forget01_with_aug(tofu_dir, tmp_path)
     (aug / "perturb_res.csv").unlink()
     with pytest.raises(DataError, match=r"perturb_res\.csv"):
         load_tofu_augmentation(tmp_path, "forget01")

@@ -9,6 +9,7 @@ unlearned and that the MUSE figures, MIA audit and report come out in MUSE's for
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -114,11 +115,32 @@ def test_tofu_report_has_mia_and_relearning_tables(tofu_demo):
     assert "still separates forget from holdout (AUC" in markdown  # verdict wording
 
 
-def test_a_second_run_resumes_every_stage(tofu_demo, trained_world):
+# Every computation a demo stage runs, at the module the stage imports it from when called.
+_STAGE_WORK = {
+    "uldkit.training.finetune": "finetune",
+    "uldkit.unlearning.run": "unlearn",
+    "uldkit.eval.tofu_eval": "evaluate_tofu",
+    "uldkit.eval.mia": "mia_audit",
+    "uldkit.attacks.relearn": "relearn_attack",
+    "uldkit.unlearning.load": "load_language_model",  # a resumed stage needs no model
+}
+
+
+def test_a_second_run_resumes_every_stage(tofu_demo, trained_world, monkeypatch):
     out, results = tofu_demo
+    calls: list[str] = []
+    for module, name in _STAGE_WORK.items():
+        real = getattr(importlib.import_module(module), name)
+
+        def counted(*args, real=real, name=name, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(f"{module}.{name}", counted)
     lines: list[str] = []
     again = run_demo(_config(trained_world, out), log=lines.append)
-    assert lines == []  # nothing fine-tuned, unlearned, evaluated or attacked again
+    assert calls == []  # nothing fine-tuned, unlearned, evaluated, audited or attacked again
+    assert lines == []
     assert {k: v for k, v in again.items() if k != "wall_seconds"} == {
         k: v for k, v in results.items() if k != "wall_seconds"}
 

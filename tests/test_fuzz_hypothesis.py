@@ -204,14 +204,37 @@ def tokenizer():
        max_tokens=st.integers(-2, 12), stride=st.none() | st.integers(-1, 12))
 def test_document_chunks_keep_every_token_or_raise_our_error(tokenizer, texts, max_tokens,
                                                               stride):
+    prefix = tokenizer("")["input_ids"]  # what the tokenizer puts before any text: BOS
+    assert prefix and set(prefix) <= set(tokenizer.all_special_ids)
+    room = max_tokens - len(prefix)  # window tokens per example
     try:
         examples = encode_document_chunks(tokenizer, texts, max_tokens, stride)
     except UldkitError as err:
         _assert_one_line_error(err)
+        assert room < 1 or (stride is not None and stride < 1)
         return
+    # Each example is the prefix (not a label) + a window; a document's windows start every
+    # `step` tokens (stride, capped at the room), so consecutive ones share room - step.
+    step = room if stride is None else min(stride, room)
+    windows = []
     for example in examples:
-        assert 1 <= len(example.input_ids) <= max_tokens
-        assert len(example.labels) == len(example.input_ids)
+        assert example.input_ids[:len(prefix)] == prefix
+        assert example.labels == [IGNORE_INDEX] * len(prefix) + example.input_ids[len(prefix):]
+        windows.append(example.input_ids[len(prefix):])
+        assert 1 <= len(windows[-1]) <= room
+    taken = 0
+    for text in texts:
+        document = tokenizer(text, add_special_tokens=False)["input_ids"]
+        document += [tokenizer.eos_token_id]
+        rebuilt: list[int] = []
+        while len(rebuilt) < len(document):
+            window = windows[taken]
+            taken += 1
+            overlap = room - step if rebuilt else 0
+            assert window[:overlap] == rebuilt[len(rebuilt) - overlap:]
+            rebuilt += window[overlap:]
+        assert rebuilt == document
+    assert taken == len(windows)
 
 
 # --- QA encoding: long and odd fields are truncated with a warning ----------------------------

@@ -23,11 +23,11 @@ from uldkit.eval.memorisation import (
     repetition_rate,
 )
 from uldkit.eval.mia import (
-    MARGIN,
-    AttackResult,
+    MIA_STAGES,
     MiaReport,
     attack_scores,
     lowest_fraction_mean,
+    mia_audit,
     min_k_plus_plus_score,
     min_k_score,
     roc_auc,
@@ -42,6 +42,7 @@ from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import CausalLM
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
+from uldkit.training.journal import JournalledStages
 
 LN2 = math.log(2)
 
@@ -170,19 +171,62 @@ def test_verdict_rule():
     assert verdict(0.65).startswith("still separates")  # against chance without a retain AUC
 
 
-def test_conclusion_names_separating_and_reversed_attacks():
-    def result(attack: str, auc: float, retain_auc: float) -> AttackResult:
-        separates = auc - retain_auc > MARGIN
-        return AttackResult(attack, auc, retain_auc, separates, verdict(auc, retain_auc))
+# Hand-built member (forget) / non-member (holdout) scores, 4 a side, and their AUCs.
+_AUC_1 = [5, 6, 7, 8], [1, 2, 3, 4]          # every forget score above every holdout one
+_AUC_0 = [1, 2, 3, 4], [5, 6, 7, 8]          # every one below
+_AUC_HALF = [1, 4, 5, 8], [2, 3, 6, 7]       # 8 of 16 pairs in order
+_AUC_10_16 = [2, 4, 6, 8], [1, 3, 5, 7]      # 10 of 16: 0.625
+_AUC_9_16 = [1, 4, 6, 8], [2, 3, 5, 7]       # 9 of 16: 0.5625
 
-    collapsed = MiaReport([result("loss", 0.19, 0.41), result("min_k", 0.49, 0.55)],
-                          k=0.2, margin=MARGIN, n_forget=10, n_holdout=10)
-    assert collapsed.separating() == [] and collapsed.reversed() == ["loss"]
-    assert collapsed.conclusion().startswith("No attack separates")
-    assert "In reverse" in collapsed.conclusion() and "loss" in collapsed.conclusion()
-    leaking = MiaReport([result("loss", 1.0, 0.41), result("zlib", 0.45, 0.44)],
-                        k=0.2, margin=MARGIN, n_forget=10, n_holdout=10)
-    assert leaking.conclusion() == "Still separating forget from holdout: loss."
+
+def _audit(model: dict, retain: dict | None = None) -> MiaReport:
+    """`mia_audit` on scores already journalled for the model (and retain model), as a resumed
+    audit finds them: nothing is scored, the AUCs, verdicts and conclusion are computed."""
+    stages = JournalledStages(MIA_STAGES)
+    stages.finished = {0: {"stage": "model", "result": _scores(model)}}
+    if retain is not None:
+        stages.finished[1] = {"stage": "retain_model", "result": _scores(retain)}
+    never_called = object()  # the scores come from the journal
+    return mia_audit(never_called, ["f1", "f2", "f3", "f4"], ["h1", "h2", "h3", "h4"],
+                     retain_lm=None if retain is None else never_called, stages=stages)
+
+
+def _scores(attacks: dict) -> dict:
+    return {name: [float(x) for x in forget + holdout]
+            for name, (forget, holdout) in attacks.items()}
+
+
+def test_conclusion_names_separating_and_reversed_attacks():
+    report = _audit({"loss": _AUC_1, "zlib": _AUC_9_16, "min_k": _AUC_0},
+                    {"loss": _AUC_HALF, "zlib": _AUC_HALF, "min_k": _AUC_HALF})
+    assert [(r.attack, r.auc, r.retain_auc) for r in report.attacks] == [
+        ("loss", 1.0, 0.5), ("zlib", 0.5625, 0.5), ("min_k", 0.0, 0.5)]
+    assert report.separating() == ["loss"] and report.reversed() == ["min_k"]
+    assert report.conclusion() == (
+        "Still separating forget from holdout: loss. In reverse (forget samples less familiar "
+        "than unseen ones, a sign of over-unlearning): min_k.")
+
+    # Against the retain model, not chance: loss separates no more than the retain model does,
+    # min_k at chance is reversed against a retain model that separates perfectly.
+    report = _audit({"loss": _AUC_1, "zlib": _AUC_10_16, "min_k": _AUC_HALF},
+                    {"loss": _AUC_1, "zlib": _AUC_HALF, "min_k": _AUC_1})
+    assert report.separating() == ["zlib"] and report.reversed() == ["min_k"]
+    assert report.conclusion() == (
+        "Still separating forget from holdout: zlib. In reverse (forget samples less familiar "
+        "than unseen ones, a sign of over-unlearning): min_k.")
+    report = _audit({"loss": _AUC_1, "zlib": _AUC_9_16}, {"loss": _AUC_1, "zlib": _AUC_HALF})
+    assert report.separating() == [] and report.reversed() == []
+    assert report.conclusion() == ("No attack separates forget from holdout samples more "
+                                   "than the retain model does.")
+
+    # Without a retain model, the baseline is chance.
+    report = _audit({"loss": _AUC_9_16, "min_k": _AUC_0})
+    assert report.separating() == [] and report.reversed() == ["min_k"]
+    assert report.conclusion() == (
+        "No attack separates forget from holdout samples more than chance does. In reverse "
+        "(forget samples less familiar than unseen ones, a sign of over-unlearning): min_k.")
+    assert _audit({"loss": _AUC_10_16}).conclusion() == (
+        "Still separating forget from holdout: loss.")
 
 
 def test_privleak():

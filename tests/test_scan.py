@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import fractions
 import io
 import json
 import pickle
+import re
 import shlex
 import struct
 import subprocess
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -23,7 +25,7 @@ from typer.testing import CliRunner
 import uldkit.cli as cli
 import uldkit.cli.scan_cmd  # noqa: F401  (registers `uldkit scan`)
 from uldkit.errors import ModelError
-from uldkit.models.pickle_scan import UNRESOLVED_STACK_GLOBAL
+from uldkit.models.pickle_scan import SAFE_GLOBALS, UNRESOLVED_STACK_GLOBAL
 from uldkit.models.scan import check_model_dir, scan_model_dir, scan_pickle_bytes
 
 
@@ -319,24 +321,170 @@ def test_cli_wrapper_exit_codes(tmp_path, monkeypatch, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=512))
-def test_arbitrary_bytes_never_raise(data):
+# ---- the scanner held against the real unpickler ---------------------------------------------
+class _Harmless:
+    """What the recording unpickler hands back for every global: accepts any use, does nothing."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, *args, **kwargs) -> _Harmless:
+        return _Harmless()
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+    def append(self, item) -> None:
+        pass
+
+    def extend(self, items) -> None:
+        pass
+
+    def add(self, item) -> None:
+        pass
+
+
+class _RecordingUnpickler(pickle.Unpickler):
+    """The real (C) unpickler, whose `find_class` records each lookup and imports nothing."""
+
+    def __init__(self, stream: io.BytesIO) -> None:
+        super().__init__(stream)
+        self.looked_up: list[str] = []
+
+    def find_class(self, module: str, name: str) -> type:
+        self.looked_up.append(f"{module}.{name}")
+        return _Harmless
+
+    def persistent_load(self, pid) -> _Harmless:
+        return _Harmless()
+
+
+# The unpickler refusing the stream itself (bad opcode, truncation, stack or memo misuse,
+# oversized lengths): a scan must call such bytes unreadable or dangerous, never safe.
+# Everything else it raises is a type complaint about a well-formed stream (APPEND on an int,
+# NEWOBJ on a non-class, out-of-band buffers not given), which imports nothing.
+_TYPE_COMPLAINTS = re.compile(r"must be a type|state is not a dictionary|out-of-band")
+
+
+def _unpickle_recording(data: bytes, pickles: int = 1) -> tuple[list[str], Exception | None]:
+    """Globals the real unpickler looks up in the first `pickles` pickles, and how it stopped."""
+    stream, looked_up = io.BytesIO(data), []
+    try:
+        for _ in range(pickles):  # one unpickler (and memo) per pickle, as torch.load reads them
+            unpickler = _RecordingUnpickler(stream)
+            unpickler.looked_up = looked_up
+            unpickler.load()
+    except Exception as err:  # the unpickler's verdict on arbitrary bytes, whatever it is
+        return looked_up, err
+    return looked_up, None
+
+
+def _broke_the_stream(err: Exception | None) -> bool:
+    if err is None or isinstance(err, (TypeError, AttributeError, IndexError)):
+        return False
+    return not _TYPE_COMPLAINTS.search(str(err))
+
+
+def _assert_scan_covers_the_unpickler(data: bytes, pickles: int = 1) -> None:
+    looked_up, err = _unpickle_recording(data, pickles)
     finding = scan_pickle_bytes(data)
     assert finding.file == "<bytes>"
-    assert set(finding.dangerous) <= set(finding.imports)
-
-
-_FRAGMENTS = [b"\x80\x04", b"\x80\x02", b"(", b")", b"t", b"R", b"0", b"2", b"\x93", b"\x94",
-              b"h\x00", b"h\x01", b"q\x00", b"N", b"K\x07", b"]", b"}", b"e", b"u", b"s",
-              b"cos\nsystem\n", b"\x8c\x02os", b"\x8c\x06system", b"\x85", b"b", b"1", b"."]
+    assert set(looked_up) <= set(finding.imports), (data, looked_up, finding)
+    off_list = {name for name in looked_up if name not in SAFE_GLOBALS}
+    assert off_list <= set(finding.dangerous), (data, looked_up, finding)
+    if off_list:
+        assert finding.is_dangerous
+    if _broke_the_stream(err):
+        assert finding.is_dangerous, (data, err, finding)
+    if err is None and pickles == 1:  # read in full, it is no garbage; unless an opcode ran
+        # past its frame's end, which `pickle.loads` reads otherwise: unreadable on purpose
+        assert finding.error is None or "frame" in finding.error, (data, finding)
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_are_judged_as_the_unpickler_reads_them(data):
+    _assert_scan_covers_the_unpickler(data)
+
+
+_FRAGMENTS = [
+    b"\x80\x02", b"\x80\x04", b"\x95\x05\x00\x00\x00\x00\x00\x00\x00",  # PROTO, FRAME
+    b"(", b")", b"t", b"\x85", b"R", b"b", b"o", b"\x81", b"\x92", b"0", b"1", b"2", b".",
+    b"N", b"K\x07", b"I1\n", b"]", b"}", b"e", b"a", b"u", b"s",
+    b"\x94", b"q\x00", b"q\x01", b"r\x02\x00\x00\x00", b"p3\n",  # MEMOIZE, (LONG_)BINPUT, PUT
+    b"h\x00", b"h\x01", b"j\x02\x00\x00\x00", b"g3\n",  # BINGET, LONG_BINGET, GET
+    b"\x93", b"cos\nsystem\n", b"(ios\nsystem\n", b"ctorch\nSize\n",  # STACK_GLOBAL, GLOBAL, INST
+    b"co\\x73\nsystem\n", b"c\xc3\xa9\nx y\n",  # names the unpickler takes verbatim
+    b"\x8c\x02os", b"\x8c\x06system", b"X\x0b\x00\x00\x00collections", b"\x8c\x05torch",
+    b"\x8c\x0bOrderedDict", b"S'posix'\n", b"Vsystem\n", b"U\x05posix",  # strings of each kind
+]
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30))
-def test_opcode_soup_never_raises(fragments):
-    finding = scan_pickle_bytes(b"".join(fragments))
-    assert set(finding.dangerous) <= set(finding.imports)
+@example([protocol4_stack_global_system("true")])  # module and name fetched back from the memo
+def test_opcode_soup_is_judged_as_the_unpickler_reads_it(fragments):
+    _assert_scan_covers_the_unpickler(b"".join(fragments))
+
+
+class _Opaque:
+    """Pickled by reference to a global the scanner must name (a class of this test module)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Opaque) and other.value == self.value
+
+
+_leaf = (st.none() | st.integers() | st.text(max_size=8) | st.binary(max_size=8)
+         | st.builds(_Opaque, st.integers()) | st.builds(collections.OrderedDict)
+         | st.builds(collections.Counter, st.text(max_size=4))
+         | st.builds(fractions.Fraction, st.integers(), st.integers(min_value=1))
+         | st.dates() | st.decimals(allow_nan=False) | st.complex_numbers(allow_nan=False)
+         | st.frozensets(st.integers(), max_size=3) | st.builds(bytearray, st.binary(max_size=4)))
+_objects = st.recursive(
+    _leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_objects, st.integers(0, pickle.HIGHEST_PROTOCOL)),
+                min_size=1, max_size=3))
+# the second class of a module names that module by a memo read (BINGET) under protocol 4+
+@example([([collections.OrderedDict(), collections.Counter("ab")], 4)])
+@example([(b"x", 2), ([_Opaque(1), fractions.Fraction(1, 3)], 5)])
+def test_generated_pickles_name_every_global_the_unpickler_looks_up(values):
+    # One pickle, or several back to back as legacy torch files hold them; real pickles use
+    # GLOBAL (protocols 0-3) and STACK_GLOBAL on memoised module names (4-5).
+    data = b"".join(pickle.dumps(value, protocol=protocol) for value, protocol in values)
+    looked_up, err = _unpickle_recording(data, pickles=len(values))
+    assert err is None
+    _assert_scan_covers_the_unpickler(data, pickles=len(values))
+    assert scan_pickle_bytes(data).error is None
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_truncated_or_corrupted_pickles_are_unreadable_not_safe(protocol):
+    data = pickle.dumps({"a": [1, 2.5, "three"], "b": (None, True)}, protocol=protocol)
+    assert scan_pickle_bytes(data).is_dangerous is False
+    for cut in range(len(data) - 1):
+        finding = scan_pickle_bytes(data[: cut + 1])
+        assert finding.error is not None and finding.is_dangerous, cut
+    for at in range(len(data)):
+        corrupted = data[:at] + b"\xff" + data[at + 1:]  # 0xff is no opcode
+        _, err = _unpickle_recording(corrupted)
+        if _broke_the_stream(err):
+            assert scan_pickle_bytes(corrupted).is_dangerous, at
 
 
 _plain_data = st.recursive(

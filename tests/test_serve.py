@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -325,22 +324,30 @@ def test_concurrent_requests_all_get_their_own_answers(server, trained_world, ta
 
 
 def test_sigterm_lets_the_in_flight_request_finish(trained_world, target, questions) -> None:
-    # A 3 s batching wait keeps the request in flight when the signal arrives.
+    # The signal goes once the whole request has been written to the server's socket; the
+    # server's 3 s batching wait then keeps it in flight when the signal arrives.
     args = ["--model", str(trained_world.target), "--batch-wait-ms", "3000", "--threads", "1"]
     outcome: dict[str, object] = {}
+    sent = threading.Event()
+
+    def trace(event: str, info: dict) -> None:  # httpcore's connection events
+        if event == "http11.send_request_body.complete":
+            sent.set()
+
     with ServerProcess(args) as server:
         def ask() -> None:
             try:
-                outcome["response"] = httpx.post(
-                    f"{server.url}/v1/chat/completions", timeout=60, json={
-                        "messages": [{"role": "user", "content": questions[4]}],
-                        "temperature": 0, "max_tokens": CAP})
+                with httpx.Client(timeout=60) as client:
+                    outcome["response"] = client.post(
+                        f"{server.url}/v1/chat/completions", extensions={"trace": trace},
+                        json={"messages": [{"role": "user", "content": questions[4]}],
+                              "temperature": 0, "max_tokens": CAP})
             except Exception as err:  # reported by the assertions below
                 outcome["error"] = err
 
         request = threading.Thread(target=ask)
         request.start()
-        time.sleep(1.0)
+        assert sent.wait(60), outcome
         code = server.terminate(timeout=60)
         request.join(60)
         log = server.log_text

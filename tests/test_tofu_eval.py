@@ -33,7 +33,7 @@ from uldkit.eval.tofu_log import (
     WORLD_FACTS_SET,
     load_tofu_log,
 )
-from uldkit.eval.tofu_metrics import aggregate_tofu
+from uldkit.eval.tofu_metrics import aggregate_tofu, truth_ratios
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.scoring import answer_losses
 from uldkit.unlearning.load import load_language_model
@@ -125,9 +125,17 @@ def test_target_is_distinguishable_from_retain_model(evaluated):
     retain_log = evaluated["retain_log"]
     # The target knows every forget answer, the retain model none; but R compares the
     # *paraphrased* answer (a wording neither model was trained on) with perturbed ones in
-    # that same wording, so a tiny model's R values separate only partly: KS p = 4e-3
-    # (statistic 0.55) on 20 samples a side, measured. The usual threshold is 0.05.
-    assert figures.forget_quality < 0.05
+    # that same wording, so a tiny model's R values separate only partly. Forget quality
+    # (a KS p-value over 20 vs 20 R values) is too coarse for a bar: three values changing
+    # side move p across 0.05. Asserted instead, with bars from the spread over four training
+    # seeds (scripts/measure_test_margins.py --seeds 0 1 2 3): the mean log R gap,
+    # measured 0.560 0.579 0.629 0.545 (mean - 4 sd 0.431), and the KS statistic, measured
+    # 0.55 0.55 0.55 0.50 (p 0.004 0.004 0.004 0.012; bar: 0.55 less three of 20 samples).
+    target_r, retain_r = truth_ratios(evaluated["log"][FORGET_SET]), truth_ratios(
+        retain_log[FORGET_SET])
+    assert np.log(target_r).mean() - np.log(retain_r).mean() > 0.4
+    assert figures.ks_statistic >= 0.4
+    assert figures.forget_quality < 1.0
     assert aggregate_tofu(retain_log, retain_log).forget_quality == 1.0
     # The target recites its memorised forget answers; the retain model never saw them.
     retain_figures = evaluated["retain_summary"].figures
@@ -198,7 +206,8 @@ def test_cli_end_to_end_with_retain_model(trained_world, tmp_path, capsys):
     assert "Model Utility" in shown and "Forget Quality" in shown
     summary = json.loads((out / "summary.json").read_text())
     retain_summary = json.loads((out / "retain" / "summary.json").read_text())
-    assert summary["figures"]["forget_quality"] < 0.05
+    # bar: see test_target_is_distinguishable_from_retain_model
+    assert summary["figures"]["ks_statistic"] >= 0.4
     assert summary["settings"]["max_new_tokens"] == 8
     assert load_tofu_log(out / "retain").keys() == set(SET_KEYS)
     recomputed = aggregate_tofu(load_tofu_log(out), load_tofu_log(out / "retain"))

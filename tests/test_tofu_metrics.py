@@ -27,19 +27,29 @@ from uldkit.eval.tofu_log import (
 )
 from uldkit.eval.tofu_metrics import aggregate_tofu, forget_quality, truth_ratios
 
-REFERENCE = Path("/work/shared/data/tofu/reference_logs")
-FULL = REFERENCE / "ft_epoch5_lr1e-05_llama2-7b_full_wd0.01"
-RETAIN90 = REFERENCE / "ft_epoch5_lr1e-05_llama2-7b_retain90_wd0.01"
+# TOFU's published evaluation logs of its Llama-2-7b fine-tuned on full / on retain90.
+FULL_NAME = "ft_epoch5_lr1e-05_llama2-7b_full_wd0.01"
+RETAIN90_NAME = "ft_epoch5_lr1e-05_llama2-7b_retain90_wd0.01"
 
 
 @pytest.fixture(scope="module")
-def full_log() -> dict:
-    return load_tofu_log(FULL)
+def full_dir(tofu_dir: Path) -> Path:
+    return tofu_dir / "reference_logs" / FULL_NAME
 
 
 @pytest.fixture(scope="module")
-def retain_log() -> dict:
-    return load_tofu_log(RETAIN90 / "eval_log_aggregated.json")
+def retain90_dir(tofu_dir: Path) -> Path:
+    return tofu_dir / "reference_logs" / RETAIN90_NAME
+
+
+@pytest.fixture(scope="module")
+def full_log(full_dir: Path) -> dict:
+    return load_tofu_log(full_dir)
+
+
+@pytest.fixture(scope="module")
+def retain_log(retain90_dir: Path) -> dict:
+    return load_tofu_log(retain90_dir / "eval_log_aggregated.json")
 
 
 def test_full_model_utility_matches_published_figure(full_log):
@@ -206,10 +216,10 @@ def test_retain_log_needs_only_the_forget_set(full_log, retain_log, tmp_path):
         load_tofu_log(tmp_path)
 
 
-def test_cli_aggregate_json():
+def test_cli_aggregate_json(full_dir, retain90_dir):
     runner = CliRunner()
-    result = runner.invoke(app, ["eval", "aggregate", str(FULL), "--json",
-                                 "--retain-logs", str(RETAIN90)])
+    result = runner.invoke(app, ["eval", "aggregate", str(full_dir), "--json",
+                                 "--retain-logs", str(retain90_dir)])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert round(figures["model_utility"], 4) == 0.6227
@@ -220,13 +230,13 @@ def test_cli_aggregate_json():
     assert figures["forget_extraction_strength"] is None
     assert figures["forget_answer_fluency"]["samples"] == 300  # its forget set
 
-    result = runner.invoke(app, ["eval", "aggregate", str(FULL), "--json"])
+    result = runner.invoke(app, ["eval", "aggregate", str(full_dir), "--json"])
     assert json.loads(result.output)["forget_quality"] is None
 
 
-def test_cli_aggregate_table_and_error(tmp_path):
+def test_cli_aggregate_table_and_error(full_dir, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["eval", "aggregate", str(FULL)])
+    result = runner.invoke(app, ["eval", "aggregate", str(full_dir)])
     assert result.exit_code == 0
     assert "Model Utility   0.6227" in result.output and "real authors" in result.output
 

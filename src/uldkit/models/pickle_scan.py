@@ -13,9 +13,10 @@ import io
 import pickle
 import pickletools
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _TORCH_STORAGES = (
     "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
@@ -53,6 +54,7 @@ _PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _IMPORT_OPS = frozenset({"GLOBAL", "INST"})
 _EXTENSION_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
+_OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 
 
 @dataclass(frozen=True)
@@ -142,15 +144,58 @@ def _scan_pickle_sequence(stream: BinaryIO, imports: list[str]) -> str | None:
         first = False
 
 
+class _UnpicklerReads:
+    """Reads a pickle as the C unpickler reads a file (torch.load's way).
+
+    A FRAME's bytes are read ahead; a read that runs past the frame's end drops the rest of
+    the frame and reads from the file. The pickle format forbids an opcode that straddles a
+    frame's end, and `pickle.loads` reads the same bytes differently, so `straddled` makes
+    the pickle unreadable, once every name the unpickler would look up has been listed.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._frame = b""
+        self.straddled = False
+
+    def start_frame(self, length: int) -> None:
+        self._frame = self.read(length)
+        if len(self._frame) < length:
+            raise _Malformed("pickle data was truncated")
+
+    def read(self, size: int) -> bytes:
+        if size <= len(self._frame):
+            data, self._frame = self._frame[:size], self._frame[size:]
+            return data
+        self._drop_frame()
+        return self._stream.read(size)
+
+    def readline(self) -> bytes:
+        end = self._frame.find(b"\n")
+        if end >= 0:
+            line, self._frame = self._frame[: end + 1], self._frame[end + 1:]
+            return line
+        self._drop_frame()
+        return self._stream.readline()
+
+    def _drop_frame(self) -> None:
+        if self._frame:
+            self.straddled = True
+            self._frame = b""
+
+
 def _scan_one_pickle(stream: BinaryIO, imports: list[str]) -> None:
     stack: list[object] = []
     memo: dict[int, object] = {}
-    for op, arg, _pos in pickletools.genops(stream):
+    reader = _UnpicklerReads(stream)
+    for op, arg in _opcodes(reader):
         kind = op.name
+        if kind == "FRAME":
+            reader.start_frame(arg)
         if kind == "PROTO" and arg > pickle.HIGHEST_PROTOCOL:
             raise _Malformed(f"unsupported pickle protocol {arg}")
         if kind in _IMPORT_OPS:
-            module, _, attribute = str(arg).partition(" ")
+            module, attribute = arg
             imports.append(f"{module}.{attribute}")
         elif kind in _EXTENSION_OPS:
             imports.append(f"<extension code {arg}>")
@@ -179,13 +224,44 @@ def _scan_one_pickle(stream: BinaryIO, imports: list[str]) -> None:
             _apply_stack_effect(op, stack)
             if kind in _STRING_OPS and isinstance(arg, str):
                 stack[-1] = arg
+    if reader.straddled:
+        raise _Malformed("an opcode runs past the end of its frame")
+
+
+def _opcodes(stream: _UnpicklerReads) -> Iterator[tuple[pickletools.OpcodeInfo, Any]]:
+    """The opcodes of one pickle, up to its STOP, as `pickletools.genops` reads them, except
+    GLOBAL and INST, whose module and name are read as the C unpickler reads them."""
+    while True:
+        code = stream.read(1)
+        op = _OPCODES.get(code)
+        if op is None:
+            raise _Malformed(f"invalid opcode {code!r}" if code else "pickle data was truncated")
+        if op.name in _IMPORT_OPS:
+            arg: Any = (_read_name_line(stream), _read_name_line(stream))
+        else:
+            arg = None if op.arg is None else op.arg.reader(stream)
+        yield op, arg
+        if op.name == "STOP":
+            return
+
+
+def _read_name_line(stream: _UnpicklerReads) -> str:
+    # Unlike pickletools (escape-decoded ASCII), the unpickler takes the raw line as UTF-8,
+    # less its last byte, even at the end of the data where that byte is no newline.
+    line = stream.readline()
+    if len(line) < 2:
+        raise _Malformed("pickle data was truncated")
+    return line[:-1].decode("utf-8")
 
 
 def _apply_stack_effect(op: pickletools.OpcodeInfo, stack: list[object]) -> None:
     before = op.stack_before
     if pickletools.markobject in before:
         below_mark = before.index(pickletools.markobject)
-        _pop_to_mark(stack)
+        # OBJ needs its class above the mark: the items named between mark and stackslice
+        needed_above = len(before) - below_mark - 2
+        if _pop_to_mark(stack) < needed_above:
+            raise _Malformed(f"{op.name} without enough items above its MARK")
         for _ in range(below_mark):
             _pop(stack)
     else:
@@ -207,11 +283,13 @@ def _pop(stack: list[object]) -> object:
     return value
 
 
-def _pop_to_mark(stack: list[object]) -> None:
+def _pop_to_mark(stack: list[object]) -> int:
+    """Pop down to and including the topmost MARK; return how many items sat above it."""
     for index in range(len(stack) - 1, -1, -1):
         if stack[index] is _MARK:
+            above = len(stack) - index - 1
             del stack[index:]
-            return
+            return above
     raise _Malformed("no MARK on the stack")
 
 
