@@ -8,7 +8,7 @@ import datasets
 import pytest
 
 from uldkit.data import from_hf_dataset, generate_world, load_tofu
-from uldkit.errors import DataError
+from uldkit.errors import DataError, MissingExtraError
 
 ROWS = [
     {"question": "Where was Ana born?", "answer": "Ana was born in Tresk.",
@@ -79,5 +79,5 @@ def test_missing_datasets_package_says_how_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_datasets)
-    with pytest.raises(DataError, match="pip install datasets"):
+    with pytest.raises(MissingExtraError, match=r'pip install "uldkit\[datasets\]"'):
         from_hf_dataset(ROWS)

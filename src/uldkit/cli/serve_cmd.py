@@ -46,6 +46,9 @@ def serve_command(
     device: str = options.DEVICE,
 ) -> None:
     """Serve a model: /v1/completions, /v1/chat/completions, /v1/models and a playground at /."""
+    from uldkit.extras import require
+
+    require("serve", "uldkit serve")
     import uvicorn
 
     from uldkit.serve import create_app
