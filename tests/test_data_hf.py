@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import sys
 
 import datasets
 import pytest
@@ -71,13 +71,6 @@ def test_errors(tmp_path):
 
 
 def test_missing_datasets_package_says_how_to_install(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets":
-            raise ImportError("No module named 'datasets'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # every import of it now fails
     with pytest.raises(MissingExtraError, match=r'pip install "uldkit\[datasets\]"'):
         from_hf_dataset(ROWS)

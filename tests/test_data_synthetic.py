@@ -226,3 +226,10 @@ def test_cli_show_old_flags_still_work_with_a_warning(alias, value):
     expected = runner.invoke(app, ["data", "show", "--data", value or "synthetic",
                                    "--split", "forget10", "--rows", "0"])
     assert result.stdout == expected.stdout and "forget10:" in result.stdout
+
+
+def test_cli_show_built_in_tofu_is_the_folder_uldkit_tofu_dir_names(monkeypatch):
+    monkeypatch.setenv("ULDKIT_TOFU_DIR", "/work/shared/data/tofu")
+    result = runner.invoke(app, ["data", "show", "--data", "tofu", "--rows", "0"])
+    assert result.exit_code == 0, result.output
+    assert "forget10: 400 rows" in result.stdout
