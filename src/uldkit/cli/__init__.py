@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                       soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
+        console.print("[bold red]interrupted[/]", soft_wrap=True)
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)

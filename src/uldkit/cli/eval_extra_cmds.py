@@ -138,8 +138,8 @@ def muse_command(
         f"memorisation: forget answers EM {_fmt(summary['forget_exact_memorisation'])}, "
         f"ES {_fmt(summary['forget_extraction_strength'])}; forget passages EM "
         f"{_fmt(summary['verbatim_exact_memorisation'])}, "
-        f"ES {_fmt(summary['verbatim_extraction_strength'])}", highlight=False)
-    Console().print(f"written to {out}", highlight=False)
+        f"ES {_fmt(summary['verbatim_extraction_strength'])}", highlight=False, soft_wrap=True)
+    Console().print(f"written to {out}", highlight=False, soft_wrap=True)
 
 
 @eval_app.command("mia")
@@ -211,9 +211,9 @@ def mia_command(
     console = Console()
     console.print(_mia_table(report))
     for result in report.attacks:
-        console.print(f"{result.attack}: {result.verdict}", highlight=False)
-    console.print(f"[bold]{report.conclusion()}[/]", highlight=False)
-    console.print(f"written to {out}", highlight=False)
+        console.print(f"{result.attack}: {result.verdict}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{report.conclusion()}[/]", highlight=False, soft_wrap=True)
+    console.print(f"written to {out}", highlight=False, soft_wrap=True)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def _stage_journal(path: Path, config: dict[str, Any], stages: tuple[str, ...],
 def _say_resumed(stages: JournalledStages) -> None:
     if stages.resumed:
         Console().print(f"resumed: {', '.join(stages.resumed)} read from the journal",
-                        highlight=False)
+                        highlight=False, soft_wrap=True)
 
 
 def _synthetic_splits(

@@ -61,7 +61,7 @@ def serve_command(
         torch.set_num_threads(threads)
     if not api_key and not _is_loopback(host):
         console.print(f"[bold yellow]warning:[/] listening on {host} without an API key: anyone "
-                      "who can reach this address can use the model (set --api-key)")
+                      "who can reach this address can use the model (set --api-key)", soft_wrap=True)
     settings = {k: v for k, v in (("alpha", alpha), ("tau", tau)) if v is not None}
     served = load_language_model(model, device=device, **settings) if settings else model
     application = create_app(
@@ -72,7 +72,7 @@ def serve_command(
     config = uvicorn.Config(application, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=graceful_timeout or None)
     console.print(f"serving {', '.join(application.state.models)} on http://{host}:{port} "
-                  "(playground at /, API under /v1)", highlight=False)
+                  "(playground at /, API under /v1)", highlight=False, soft_wrap=True)
     # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal to whatever
     # handler was installed before it; this one lets the command end normally (exit 0).
     signal.signal(signal.SIGTERM, _after_graceful_shutdown)
