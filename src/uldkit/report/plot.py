@@ -131,8 +131,8 @@ def _muse_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[flo
             if x is None or y is None:
                 continue
             label, style = _marker(model, run, run_number, several_runs, method_names)
-            axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6, clip_on=False,
-                         **style)
+            axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6,
+                         clip_on=False, **style)
             labels.append((model.name, (x, y)))
     # KnowMem is a ROUGE recall in [0, 1]: the whole range, with room for the markers only
     axes.set_xlim(-0.03, 1.0 + 0.03)
