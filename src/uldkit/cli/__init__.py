@@ -25,6 +25,7 @@ def _register_commands() -> None:
         attack_cmd,
         data_cmds,
         demo_cmd,
+        doctor_cmd,
         eval_cmds,
         eval_extra_cmds,
         eval_tofu_cmd,
