@@ -60,7 +60,7 @@ def muse_command(
     out: Path = typer.Option(..., "--out", help="Directory for the summary and samples."),
     target: Path | None = typer.Option(
         None, "--target", help="The model before unlearning, for utility preserved."),
-    data: str = options.DATA,
+    data: str = options.DOCUMENT_DATA,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     holdout: int | None = HOLDOUT,
@@ -150,7 +150,7 @@ def mia_command(
         None, "--retain-model", help="Never trained on forget: the baseline AUC per attack."),
     reference: Path | None = typer.Option(
         None, "--reference", help="Reference model for the reference attack (L_ref - L)."),
-    data: str = options.DATA,
+    data: str = options.DOCUMENT_DATA,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     holdout: int | None = HOLDOUT,
