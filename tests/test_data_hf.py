@@ -74,3 +74,23 @@ def test_missing_datasets_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # every import of it now fails
     with pytest.raises(MissingExtraError, match=r'pip install "uldkit\[datasets\]"'):
         from_hf_dataset(ROWS)
+
+
+def test_cli_data_names_a_hub_dataset_it_cannot_get_in_one_line(tmp_path):
+    # `owner/name` that is no local path is a hub dataset; offline, the hub is not asked.
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import uldkit
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(uldkit.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "uldkit", "data", "show", "--data",
+                           "someone/qa-set"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    err = done.stderr.strip()
+    assert "\n" not in err and err.startswith(
+        "error: 'someone/qa-set' is not a local folder or file, and split 'forget10' of the "
+        "hub dataset 'someone/qa-set' could not be loaded: ")

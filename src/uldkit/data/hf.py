@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,16 @@ def load_hub_split(repo_id: str, split: str) -> QADataset:
         return QADataset((load_hub_split(repo_id, "forget10")
                           + load_hub_split(repo_id, "retain90")).pairs, "full")
     datasets = _import_datasets()
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would break the one-line error
     try:
         loaded = datasets.load_dataset(repo_id, split)
     except Exception as err:  # network, unknown id or config: the datasets library's many kinds
         text = str(err).strip().splitlines()
-        raise DataError(f"cannot load split '{split}' of hub dataset '{repo_id}': "
+        raise DataError(f"'{repo_id}' is not a local folder or file, and split '{split}' of "
+                        f"the hub dataset '{repo_id}' could not be loaded: "
                         f"{text[0] if text else type(err).__name__}") from None
+    finally:
+        hub_log.setLevel(level)
     return QADataset(from_hf_dataset(loaded).pairs, split)
