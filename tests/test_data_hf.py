@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import builtins
+import sys
 
 import datasets
 import pytest
 
 from uldkit.data import from_hf_dataset, generate_world, load_tofu
-from uldkit.errors import DataError
+from uldkit.errors import DataError, MissingExtraError
 
 ROWS = [
     {"question": "Where was Ana born?", "answer": "Ana was born in Tresk.",
@@ -71,13 +71,26 @@ def test_errors(tmp_path):
 
 
 def test_missing_datasets_package_says_how_to_install(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets":
-            raise ImportError("No module named 'datasets'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
-    with pytest.raises(DataError, match="pip install datasets"):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # every import of it now fails
+    with pytest.raises(MissingExtraError, match=r'pip install "uldkit\[datasets\]"'):
         from_hf_dataset(ROWS)
+
+
+def test_cli_data_names_a_hub_dataset_it_cannot_get_in_one_line(tmp_path):
+    # `owner/name` that is no local path is a hub dataset; offline, the hub is not asked.
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import uldkit
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(uldkit.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "uldkit", "data", "show", "--data",
+                           "someone/qa-set"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    err = done.stderr.strip()
+    assert "\n" not in err and err.startswith(
+        "error: 'someone/qa-set' is not a local folder or file, and split 'forget10' of the "
+        "hub dataset 'someone/qa-set' could not be loaded: ")

@@ -183,7 +183,7 @@ def test_cli_synth_refuses_a_directory_of_other_files(tmp_path):
 
 
 def test_cli_show_real_tofu_forget10(tofu_dir):
-    result = runner.invoke(app, ["data", "show", "--tofu", str(tofu_dir),
+    result = runner.invoke(app, ["data", "show", "--data", str(tofu_dir),
                                  "--split", "forget10", "--rows", "2"])
     assert result.exit_code == 0, result.output
     assert "forget10: 400 rows" in result.output
@@ -194,13 +194,13 @@ def test_cli_show_real_tofu_forget10(tofu_dir):
 
 
 def test_cli_show_synthetic_and_file(tmp_path):
-    result = runner.invoke(app, ["data", "show", "--synthetic", "--split", "retain90",
+    result = runner.invoke(app, ["data", "show", "--data", "synthetic", "--split", "retain90",
                                  "--rows", "0"])
     assert result.exit_code == 0, result.output
     assert "retain90: 360 rows" in result.output and "first" not in result.output
     path = tmp_path / "mine.jsonl"
     path.write_text('{"question": "Q?", "answer": "A."}\n')
-    result = runner.invoke(app, ["data", "show", "--file", str(path)])
+    result = runner.invoke(app, ["data", "show", "--data", str(path)])
     assert result.exit_code == 0, result.output
     assert "mine: 1 rows" in result.output and "0/1 rows" in result.output
 
@@ -208,8 +208,10 @@ def test_cli_show_synthetic_and_file(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--synthetic", "--split", "forget20"], "unknown split 'forget20'"),
-        (["--tofu", "/nonexistent/tofu"], "/nonexistent/tofu"),
+        (["--data", "synthetic", "--split", "forget20"], "unknown split 'forget20'"),
+        (["--data", "/nonexistent/tofu"], "data path '/nonexistent/tofu' does not exist"),
+        (["--data", "nonexistent.json"], "data path 'nonexistent.json' does not exist"),
+        (["--data", "synthetic", "--tofu", "x"], "give the data once: --data and --tofu"),
         (["--file", "/nonexistent/x.json"], "/nonexistent/x.json: not found"),
     ],
 )
@@ -219,16 +221,34 @@ def test_cli_show_errors_are_one_line_and_exit_2(args, message, monkeypatch, cap
         cli.main(["data", "show", *args])
     assert done.value.code == 2
     err = capsys.readouterr().err.strip()
+    if args[0] == "--file":  # a deprecated alias: its warning line, then the error's line
+        warning, err = err.split("\n", 1)
+        assert warning.startswith("warning: --file is deprecated")
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
 def test_cli_show_empty_file_is_an_error(tmp_path):
     path = tmp_path / "empty.json"
     path.write_text("[]")
-    result = runner.invoke(app, ["data", "show", "--file", str(path)])
+    result = runner.invoke(app, ["data", "show", "--data", str(path)])
     assert isinstance(result.exception, DataError) and "no records" in str(result.exception)
 
 
-def test_cli_show_needs_exactly_one_source():
-    result = runner.invoke(app, ["data", "show", "--synthetic", "--tofu", "x"])
-    assert result.exit_code == 2 and "exactly one" in result.output
+@pytest.mark.parametrize(("alias", "value"), [("--tofu", "/work/shared/data/tofu"),
+                                               ("--synthetic", None)])
+def test_cli_show_old_flags_still_work_with_a_warning(alias, value):
+    args = [alias] + ([value] if value else [])
+    result = runner.invoke(app, ["data", "show", *args, "--split", "forget10", "--rows", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {alias} is deprecated and will be removed in the next release" in (
+        result.stderr)
+    expected = runner.invoke(app, ["data", "show", "--data", value or "synthetic",
+                                   "--split", "forget10", "--rows", "0"])
+    assert result.stdout == expected.stdout and "forget10:" in result.stdout
+
+
+def test_cli_show_built_in_tofu_is_the_folder_uldkit_tofu_dir_names(monkeypatch):
+    monkeypatch.setenv("ULDKIT_TOFU_DIR", "/work/shared/data/tofu")
+    result = runner.invoke(app, ["data", "show", "--data", "tofu", "--rows", "0"])
+    assert result.exit_code == 0, result.output
+    assert "forget10: 400 rows" in result.stdout

@@ -23,3 +23,7 @@ class ConfigError(UldkitError):
 
 class TrainingError(UldkitError):
     """Training could not go on (for example, the loss became non-finite)."""
+
+
+class MissingExtraError(UldkitError):
+    """An optional feature was asked for whose extra (`pip install "uldkit[NAME]"`) is absent."""

@@ -58,3 +58,13 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def is_local_path(name: str) -> bool:
+    """Whether `name` is meant as a local path even where nothing exists: it starts with
+    `.`, `/` or `~`, or its first part is an existing local directory (`runs/nope` when
+    `runs/` exists). Such a name is never taken for a hub id."""
+    if name.startswith((".", "/", "~", os.sep)) or "\\" in name:
+        return True
+    parts = Path(name).parts
+    return len(parts) > 1 and Path(parts[0]).is_dir()

@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from uldkit.cli.app import app
 from uldkit.errors import UldkitError
@@ -24,6 +25,7 @@ def _register_commands() -> None:
         attack_cmd,
         data_cmds,
         demo_cmd,
+        doctor_cmd,
         eval_cmds,
         eval_extra_cmds,
         eval_tofu_cmd,
@@ -60,15 +62,26 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exit_code, int) and exit_code != 0:
             sys.exit(exit_code)
     except UldkitError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escape: a message may hold brackets (`uldkit[serve]`, a list) that are not markup
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                      soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
+        console.print("[bold red]interrupted[/]", soft_wrap=True)
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except ModuleNotFoundError as err:
+        from uldkit.extras import extra_for_module
+
+        extra = extra_for_module(err.name or "")
+        if extra is None:
+            raise
+        console.print(f"[bold red]error:[/] this needs the '{err.name}' package, which is not "
+                      f"installed: {escape(extra.install)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as err:  # click usage errors arrive here with standalone_mode=False
         import click
 

@@ -60,7 +60,7 @@ def relearn_command(
     console.print(_table(summary))
     console.print(f"attack: {summary['attack']} ({summary['kind']} model), "
                   f"{summary['steps']} steps on {summary['trained_on']} forget pairs; "
-                  f"scores above are of the {summary['held_out']} held out", highlight=False)
+                  f"scores above are of the {summary['held_out']} held out", highlight=False, soft_wrap=True)
     console.print(f"results: {RunDir(out).summary('relearn')}", highlight=False, soft_wrap=True)
 
 

@@ -11,10 +11,11 @@ from rich.table import Table
 from uldkit.cli import options
 from uldkit.cli.app import app
 from uldkit.data.records import record_from_qa
+from uldkit.data.sources import SYNTHETIC, DataSource
 from uldkit.data.synthetic import SYNTHETIC_SPLITS, generate_world
 from uldkit.data.tofu import load_tofu
 from uldkit.data.types import QADataset
-from uldkit.errors import DataError
+from uldkit.errors import ConfigError, DataError
 
 data_app = typer.Typer(
     help="Generate the synthetic world and inspect QA data sets.", no_args_is_help=True
@@ -32,7 +33,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same world."),
     overwrite: bool = options.OVERWRITE,
 ) -> None:
-    """Write the built-in synthetic world in TOFU's layout (load it with --tofu DIR)."""
+    """Write the built-in synthetic world in TOFU's layout (load it with --data DIR)."""
     from uldkit.training.run_start import start_output
 
     world = generate_world(people, seed)
@@ -47,28 +48,28 @@ def synth(
 
 @data_app.command("show")
 def show(
-    tofu: Path | None = typer.Option(None, "--tofu", help="A TOFU-layout directory."),
-    file: Path | None = typer.Option(None, "--file", help="One JSON-list or JSONL file."),
-    synthetic: bool = typer.Option(False, "--synthetic", help="The built-in synthetic world."),
+    data: str | None = typer.Option(None, "--data", help=options.DATA_HELP
+                                    + " Default: synthetic."),
     split: str | None = typer.Option(
-        None, "--split", help="Split to show with --tofu or --synthetic (default forget10)."
+        None, "--split", help="Split to show (default forget10; not for a single file)."
     ),
     rows: int = typer.Option(5, "--rows", min=0, help="How many rows to print."),
+    tofu: Path | None = typer.Option(None, "--tofu", hidden=True,
+                                     help="Deprecated: use --data DIR."),
+    file: Path | None = typer.Option(None, "--file", hidden=True,
+                                     help="Deprecated: use --data FILE."),
+    synthetic: bool = typer.Option(False, "--synthetic", hidden=True,
+                                   help="Deprecated: use --data synthetic."),
 ) -> None:
     """Print counts and the first rows of a QA data set."""
-    if (tofu is not None) + (file is not None) + synthetic != 1:
-        raise typer.BadParameter("give exactly one of --tofu DIR, --file PATH, --synthetic")
-    if file is not None and split is not None:
-        raise typer.BadParameter("--split goes with --tofu or --synthetic, not --file")
-    if file is not None:
-        if not file.is_file():
-            problem = "is not a file" if file.exists() else "not found"
-            raise DataError(f"{file}: {problem}")
-        dataset = load_tofu(file)
-    elif tofu is not None:
-        dataset = load_tofu(tofu, split or "forget10")
+    location = _one_location(data, tofu, file, synthetic)
+    if Path(location).is_file():
+        if split is not None:
+            raise ConfigError(f"--split goes with a folder or a built-in set, not the file "
+                              f"{location}")
+        dataset = load_tofu(location)
     else:
-        dataset = generate_world().split(split or "forget10")
+        dataset = DataSource(location).load(split or "forget10")
     if not len(dataset):
         raise DataError(f"data set '{dataset.name}' is empty")
     console = Console()
@@ -76,6 +77,29 @@ def show(
         console.print(line, highlight=False, soft_wrap=True)
     if rows:
         console.print(_rows_table(dataset, rows))
+
+
+def _one_location(data: str | None, tofu: Path | None, file: Path | None,
+                  synthetic: bool) -> str:
+    """--data, or one of the aliases it replaces (kept for one release, with a warning)."""
+    given = [(flag, str(value)) for flag, value in (
+        ("--data", data), ("--tofu", tofu), ("--file", file),
+        ("--synthetic", SYNTHETIC if synthetic else None)) if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give the data once: {' and '.join(f for f, _ in given)} both name "
+                          "it (use --data)")
+    if not given:
+        return SYNTHETIC
+    flag, location = given[0]
+    if flag != "--data":
+        typer.echo(f"warning: {flag} is deprecated and will be removed in the next release; "
+                   f"use --data {_DEPRECATED[flag]}", err=True)
+    if flag == "--file" and not Path(location).is_file():
+        raise DataError(f"{location}: {'is not a file' if Path(location).exists() else 'not found'}")
+    return location
+
+
+_DEPRECATED = {"--tofu": "DIR", "--file": "FILE", "--synthetic": "synthetic"}
 
 
 def summary_lines(dataset: QADataset) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -51,19 +52,19 @@ def demo_command(
         seed=seed, relearn=relearn, target=None if target is None else str(target),
         retain=None if retain is None else str(retain))
     results = run_demo(
-        config, log=lambda line: console.print(line, highlight=False, markup=False))
+        config, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     console.print(summary_table(results))
     console.print(f"results: {out / 'results.json'}   report: {out / 'report' / 'report.html'}"
-                  f"   total {results['wall_seconds'] / 60:.1f} min")
+                  f"   total {results['wall_seconds'] / 60:.1f} min", soft_wrap=True)
 
 
 def summary_table(results: dict) -> Table:
     if results.get("benchmark") == "muse":
         return _muse_table(results)
     table = Table(title="Unlearning on the synthetic world (TOFU metrics)",
-                  caption=_CAPTION)
+                  caption=_CAPTION, **_NARROW)
     columns = ("model", "forget\nquality ↑", "model\nutility ↑", "forget\nROUGE ↓",
-               "forget\nProb. ↓", "forget\nES ↓", "MIA ↓", "train\ntime")
+               "forget\nProb. ↓", "forget\nES ↓", "MIA ↓", "time")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right",
                          no_wrap=True)
@@ -76,31 +77,34 @@ def summary_table(results: dict) -> Table:
             _fmt(row.get("forget_prob"), "{:.3f}"),
             _fmt(row.get("forget_extraction_strength"), "{:.2f}"),
             _separating(row),
-            _fmt(row.get("train_seconds"), "{:.0f}s"),
+            _duration(row.get("train_seconds")),
         )
     return table
 
 
+# No outer frame and no rules between columns, so every column fits in 80 (logs, CI).
+_NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
+           "collapse_padding": True}
 _CAPTION = ("ES: extraction strength of the forget answers. MIA: membership-inference attacks "
-            "that still separate forget from held-out data, of those run.")
+            "that still separate forget from held-out data, of those run. time: training time.")
 
 
 def _muse_table(results: dict) -> Table:
     table = Table(title="Unlearning passages of the synthetic world (MUSE metrics)",
-                  caption=_CAPTION)
+                  caption=_CAPTION, **_NARROW)
     columns = (("VerbMem\nD_f ↓", "verbmem_forget"), ("KnowMem\nD_f ↓", "knowmem_forget"),
                ("PrivLeak\n→0", "privleak"), ("KnowMem\nD_r ↑", "knowmem_retain"),
-               ("utility\npreserved ↑", "utility_preserved"),
+               ("utility\nkept ↑", "utility_preserved"),
                ("forget\nES ↓", "forget_extraction_strength"))
     table.add_column("model", no_wrap=True)
     for title, _ in columns:
         table.add_column(title, justify="right", no_wrap=True)
     table.add_column("MIA ↓", justify="right", no_wrap=True)
-    table.add_column("train\ntime", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
     for name, row in _rows(results):
         muse = row.get("muse") or {}
         table.add_row(name, *(_fmt(muse.get(key), "{:.2f}") for _, key in columns),
-                      _separating(row), _fmt(row.get("train_seconds"), "{:.0f}s"))
+                      _separating(row), _duration(row.get("train_seconds")))
     skipped = results.get("skipped") or {}
     if skipped:
         table.caption = f"{_CAPTION} Not run on passages: {', '.join(skipped)}."
@@ -117,6 +121,14 @@ def _separating(row: dict) -> str:
     if not mia:
         return "—"
     return f"{len(mia.get('separating') or [])}/{len(mia.get('attacks') or [])}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 6000 else f"{seconds / 3600:.1f}h"
 
 
 def _fmt(value, pattern: str) -> str:

@@ -45,14 +45,14 @@ def aggregate(
     console = Console()
     console.print(f"TOFU log: {log}", highlight=False, soft_wrap=True)
     console.print(_components_table(summary))
-    console.print(f"Model Utility   {summary.model_utility:.4f}")
+    console.print(f"Model Utility   {summary.model_utility:.4f}", soft_wrap=True)
     if summary.forget_quality is None:
-        console.print("Forget Quality  n/a (pass --retain-logs with the retain model's log)")
+        console.print("Forget Quality  n/a (pass --retain-logs with the retain model's log)", soft_wrap=True)
     else:
         console.print(
             f"Forget Quality  {summary.forget_quality:.3e}"
             f"  (KS statistic {summary.ks_statistic:.4f})"
-        )
+        , soft_wrap=True)
 
 
 def _components_table(summary: TofuSummary) -> Table:

@@ -55,7 +55,7 @@ def muse_command(
     out: Path = typer.Option(..., "--out", help="Directory for the summary and samples."),
     target: Path | None = typer.Option(
         None, "--target", help="The model before unlearning, for utility preserved."),
-    data: str = options.DATA,
+    data: str = options.DOCUMENT_DATA,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     holdout: int | None = HOLDOUT,
@@ -133,8 +133,8 @@ def muse_command(
         f"memorisation: forget answers EM {_fmt(summary['forget_exact_memorisation'])}, "
         f"ES {_fmt(summary['forget_extraction_strength'])}; forget passages EM "
         f"{_fmt(summary['verbatim_exact_memorisation'])}, "
-        f"ES {_fmt(summary['verbatim_extraction_strength'])}", highlight=False)
-    Console().print(f"written to {out}", highlight=False)
+        f"ES {_fmt(summary['verbatim_extraction_strength'])}", highlight=False, soft_wrap=True)
+    Console().print(f"written to {out}", highlight=False, soft_wrap=True)
 
 
 @eval_app.command("mia")
@@ -145,7 +145,7 @@ def mia_command(
         None, "--retain-model", help="Never trained on forget: the baseline AUC per attack."),
     reference: Path | None = typer.Option(
         None, "--reference", help="Reference model for the reference attack (L_ref - L)."),
-    data: str = options.DATA,
+    data: str = options.DOCUMENT_DATA,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     holdout: int | None = HOLDOUT,
@@ -205,9 +205,9 @@ def mia_command(
     console = Console()
     console.print(_mia_table(report))
     for result in report.attacks:
-        console.print(f"{result.attack}: {result.verdict}", highlight=False)
-    console.print(f"[bold]{report.conclusion()}[/]", highlight=False)
-    console.print(f"written to {out}", highlight=False)
+        console.print(f"{result.attack}: {result.verdict}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{report.conclusion()}[/]", highlight=False, soft_wrap=True)
+    console.print(f"written to {out}", highlight=False, soft_wrap=True)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def _stage_journal(path: Path, config: dict[str, Any], stages: tuple[str, ...],
 def _say_resumed(stages: JournalledStages) -> None:
     if stages.resumed:
         Console().print(f"resumed: {', '.join(stages.resumed)} read from the journal",
-                        highlight=False)
+                        highlight=False, soft_wrap=True)
 
 
 def _synthetic_splits(

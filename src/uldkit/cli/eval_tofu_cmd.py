@@ -94,7 +94,8 @@ def tofu_command(
     with start_run(out, "eval tofu", config, overwrite=overwrite, resume=resume,
                    may_differ=("batch_size",)) as run:
         if retain_is_model:
-            console.print(f"evaluating the retain model {retain_logs}", highlight=False)
+            console.print(f"evaluating the retain model {retain_logs}", highlight=False,
+                          soft_wrap=True)
             try:
                 retain_lm = load_language_model(retain_logs, **load)
             except UldkitError:
@@ -158,12 +159,12 @@ def _headline(summary: TofuEvalSummary) -> dict[str, Any]:
 def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> None:
     figures = summary.figures
     console.print(_components_table(figures))
-    console.print(f"Model Utility   {figures.model_utility:.4f}")
+    console.print(f"Model Utility   {figures.model_utility:.4f}", soft_wrap=True)
     if figures.forget_quality is None:
-        console.print("Forget Quality  n/a (pass --retain-logs)")
+        console.print("Forget Quality  n/a (pass --retain-logs)", soft_wrap=True)
     else:
         console.print(f"Forget Quality  {figures.forget_quality:.3e}"
-                      f"  (KS statistic {figures.ks_statistic:.4f})")
+                      f"  (KS statistic {figures.ks_statistic:.4f})", soft_wrap=True)
     rate = summary.samples_per_second
     console.print(
         f"{sum(summary.samples.values())} samples in {summary.seconds:.1f}s"

@@ -65,4 +65,4 @@ def finetune_command(
         f"[bold green]done[/] {result.out}: {result.examples} examples, {result.steps} steps in "
         f"{result.train_seconds:.1f}s, final loss {result.final_loss:.4f}, "
         f"mean answer probability on the training data {result.train_answer_prob:.3f}"
-    )
+    , soft_wrap=True)

@@ -6,10 +6,15 @@ from typing import Any
 
 import typer
 
-DATA = typer.Option(
+DATA_HELP = ("Where the QA data comes from: 'synthetic' (the built-in fictitious world), "
+             "'tofu' (TOFU: the folder $ULDKIT_TOFU_DIR, else the locuslab/TOFU hub dataset), "
+             "a folder in TOFU's layout, a JSON/JSONL file, or a hub dataset id (owner/name).")
+DATA = typer.Option("synthetic", "--data", help=DATA_HELP)
+# Document evaluation (eval muse / eval mia): passages, not QA pairs.
+DOCUMENT_DATA = typer.Option(
     "synthetic", "--data",
-    help="'synthetic' (the built-in fictitious world) or a folder in TOFU's layout / a file.",
-)
+    help="'synthetic' (the built-in world's biographies); your own passages come with "
+    "--forget-docs/--holdout-docs instead.")
 PEOPLE = typer.Option(40, "--people", min=2, help="Synthetic world: number of people.")
 DATA_SEED = typer.Option(0, "--data-seed", help="Synthetic world: its random seed.")
 SEED = typer.Option(0, "--seed", help="Training seed (initialisation, data order).")

@@ -51,6 +51,9 @@ def serve_command(
     device: str = options.DEVICE,
 ) -> None:
     """Serve a model: /v1/completions, /v1/chat/completions, /v1/models and a playground at /."""
+    from uldkit.extras import require
+
+    require("serve", "uldkit serve")
     import uvicorn
 
     from uldkit.serve import create_app
@@ -66,7 +69,7 @@ def serve_command(
         torch.set_num_threads(threads)
     if not api_key and not _is_loopback(host):
         console.print(f"[bold yellow]warning:[/] listening on {host} without an API key: anyone "
-                      "who can reach this address can use the model (set --api-key)")
+                      "who can reach this address can use the model (set --api-key)", soft_wrap=True)
     settings = {k: v for k, v in (("alpha", alpha), ("tau", tau)) if v is not None}
     served = load_language_model(model, device=device, **settings) if settings else model
     application = create_app(
@@ -78,7 +81,7 @@ def serve_command(
     config = uvicorn.Config(application, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=graceful_timeout or None)
     console.print(f"serving {', '.join(application.state.models)} on http://{host}:{port} "
-                  "(playground at /, API under /v1)", highlight=False)
+                  "(playground at /, API under /v1)", highlight=False, soft_wrap=True)
     # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal to whatever
     # handler was installed before it; this one lets the command end normally (exit 0).
     signal.signal(signal.SIGTERM, _after_graceful_shutdown)

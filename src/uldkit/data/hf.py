@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from uldkit.data.records import qa_from_record
 from uldkit.data.types import QADataset
 from uldkit.errors import DataError
+from uldkit.extras import import_optional
 
 
 def from_hf_dataset(ds_or_path: Any, split: str | None = None) -> QADataset:
@@ -64,10 +66,26 @@ def _pick_split(dataset_dict: Any, split: str | None) -> Any:
 
 
 def _import_datasets() -> Any:
+    return import_optional("datasets", "datasets", "reading Hugging Face datasets")
+
+
+def load_hub_split(repo_id: str, split: str) -> QADataset:
+    """One split of a QA dataset on the Hugging Face hub, named as a config of it (TOFU's
+    layout: `locuslab/TOFU` has configs forget10, retain90, ...); `full` = forget10 + retain90."""
+    if split == "full":
+        return QADataset((load_hub_split(repo_id, "forget10")
+                          + load_hub_split(repo_id, "retain90")).pairs, "full")
+    datasets = _import_datasets()
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would break the one-line error
     try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            "reading Hugging Face datasets needs the `datasets` package: pip install datasets"
-        ) from None
-    return datasets
+        loaded = datasets.load_dataset(repo_id, split)
+    except Exception as err:  # network, unknown id or config: the datasets library's many kinds
+        text = str(err).strip().splitlines()
+        raise DataError(f"'{repo_id}' is not a local folder or file, and split '{split}' of "
+                        f"the hub dataset '{repo_id}' could not be loaded: "
+                        f"{text[0] if text else type(err).__name__}") from None
+    finally:
+        hub_log.setLevel(level)
+    return QADataset(from_hf_dataset(loaded).pairs, split)

@@ -1,40 +1,68 @@
-"""Where a QA set comes from: the built-in synthetic world, a TOFU-layout folder, or a file."""
+"""Where a QA set comes from: the built-in synthetic world, a TOFU-layout folder, a file, a
+dataset on the Hugging Face hub, or `tofu` (TOFU's files: the folder ULDKIT_TOFU_DIR names,
+else the `locuslab/TOFU` hub dataset)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from uldkit.data.types import Augmentation, QADataset
 from uldkit.errors import DataError
+from uldkit.io import is_local_path
 
 SYNTHETIC = "synthetic"
+TOFU = "tofu"
+TOFU_HUB_ID = "locuslab/TOFU"
+TOFU_DIR_ENV = "ULDKIT_TOFU_DIR"
+BUILT_IN = (SYNTHETIC, TOFU)
+
+
+def resolve_location(location: str) -> str:
+    """`tofu` becomes the folder ULDKIT_TOFU_DIR names, else TOFU's hub id; others stay."""
+    if location == TOFU:
+        return os.environ.get(TOFU_DIR_ENV) or TOFU_HUB_ID
+    return location
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """`location` is "synthetic", a folder in the TOFU layout, or a JSON/JSONL file."""
+    """`location` is "synthetic", "tofu", a folder in the TOFU layout, a JSON/JSONL file, or
+    a hub dataset id (owner/name)."""
 
     location: str = SYNTHETIC
     people: int = 40
     seed: int = 0
     holdout: int = 0  # synthetic world: held-out people (never trained on; in `texts()`)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "location", resolve_location(str(self.location)))
+
     @property
     def is_synthetic(self) -> bool:
         return self.location == SYNTHETIC
+
+    @property
+    def is_hub(self) -> bool:
+        """An `owner/name` that is not a local path: a dataset on the Hugging Face hub."""
+        name = self.location
+        return (not self.is_synthetic and not Path(name).exists() and not is_local_path(name)
+                and name.count("/") == 1 and all(name.split("/")))
 
     def load(self, split: str) -> QADataset:
         from uldkit.data.tofu import load_tofu
 
         if self.is_synthetic:
             return _world(self.people, self.seed, self.holdout).split(split)
+        if self.is_hub:
+            from uldkit.data.hf import load_hub_split
+
+            return load_hub_split(self.location, split)
         path = Path(self.location)
-        if path.is_file():
-            return load_tofu(path, split)
         if not path.exists():
-            raise DataError(f"data path '{path}' does not exist")
+            raise DataError(_not_found(self.location))
         return load_tofu(path, split)
 
     def load_many(self, splits: list[str]) -> QADataset:
@@ -51,6 +79,9 @@ class DataSource:
 
         if self.is_synthetic:
             return _world(self.people, self.seed, self.holdout).augmentation(forget_split)
+        if self.is_hub:
+            raise DataError(f"'{self.location}' is a hub dataset: the augmentation (aug/) that "
+                            "ULD trains on comes with a local TOFU folder only; pass --data DIR")
         return load_tofu_augmentation(Path(self.location), forget_split)
 
     def texts(self) -> list[str]:
@@ -86,6 +117,13 @@ class DataSource:
         except DataError:
             return False
         return True
+
+
+def _not_found(location: str) -> str:
+    if is_local_path(location) or "/" not in location:
+        return (f"data path '{location}' does not exist (--data takes a folder, a file, a hub "
+                f"dataset id or one of: {', '.join(BUILT_IN)})")
+    return f"data path '{location}' does not exist and is not a hub dataset id (owner/name)"
 
 
 @lru_cache(maxsize=4)

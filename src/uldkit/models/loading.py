@@ -18,6 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from uldkit.errors import ModelError
+from uldkit.models.model_path import check_model_name
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The tokenizer saved at `path`. One without a pad token pads with its EOS token
     (padding is always masked out, so no score changes); one with neither is a ModelError."""
+    check_model_name(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -75,6 +77,7 @@ def load_model(
     from uldkit.models.config_check import check_model_config
     from uldkit.models.scan import check_model_dir
 
+    check_model_name(path)
     placement = resolve_placement(device, dtype)
     local = Path(path)
     if local.exists():

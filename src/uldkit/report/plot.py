@@ -19,6 +19,8 @@ _ROLE_STYLE = {
     "target": {"marker": "X", "color": "#c0392b", "s": 140},
     "retain": {"marker": "*", "color": "#1e8449", "s": 220},
 }
+_ROLE_LABEL = {"target": "target model (before unlearning)",
+               "retain": "retain model (never saw the forget set: the goal)"}
 _METHOD_MARKERS = ("o", "s", "D", "^", "v", "P", "<", ">", "h", "p")
 # Method colours; red and green stay reserved for the target and retain models.
 _PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -41,60 +43,76 @@ def _muse_only(runs: Sequence[RunResults]) -> bool:
 
 
 def tradeoff_png(runs: Sequence[RunResults], title: str = "Forgetting vs. utility") -> bytes:
+    """The trade-off plot as PNG bytes (see `tradeoff_figure`)."""
+    buffer = io.BytesIO()
+    tradeoff_figure(runs, title).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def tradeoff_figure(runs: Sequence[RunResults],
+                    title: str = "Forgetting vs. utility") -> Figure:
     """Scatter of model utility (x) against forget quality (y, log scale), one point a model
-    (MUSE runs: KnowMem on D_r against KnowMem on D_f)."""
+    (MUSE runs: KnowMem on D_r against KnowMem on D_f). The target and retain models are
+    drawn as reference points, labels never overlap, and each axis spans its metric's range
+    (a p-value or a score in [0, 1] never above 1)."""
     figure = Figure(figsize=(7.5, 5.2), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     if _muse_only(runs):
-        _muse_scatter(axes, runs)
-        axes.set_title(title)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        return buffer.getvalue()
+        labels = _muse_scatter(axes, runs)
+    else:
+        labels = _tofu_scatter(axes, runs)
+    axes.set_title(title)
+    figure.tight_layout()
+    place_labels(axes, labels)
+    return figure
+
+
+def _tofu_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[float, float]]]:
     points = [(run, model) for run in runs for model in run.models if _plottable(model)]
-    floor = _log_floor([model.forget_quality for _, model in points])
+    floor = _log_floor([_forget_quality(model) for _, model in points])
     several_runs = len(runs) > 1
     method_names = sorted({model.name for _, model in points if model.role == "method"})
+    labels: list[tuple[str, tuple[float, float]]] = []
     for run_number, run in enumerate(runs):
         for model in run.models:
             if not _plottable(model):
                 continue
-            quality = max(model.forget_quality, floor)
+            quality = max(_forget_quality(model), floor)
             label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(model.model_utility, quality, label=label, zorder=3,
-                         edgecolors="black", linewidths=0.6, **style)
-            text = model.name if model.forget_quality > floor else f"{model.name} (FQ=0)"
-            offset = (6, 5) if model.role == "method" else (8, -13)  # reference models below
-            axes.annotate(text, (model.model_utility, quality), textcoords="offset points",
-                          xytext=offset, fontsize=8)
+                         edgecolors="black", linewidths=0.6, clip_on=False, **style)
+            text = model.name if _forget_quality(model) > floor else f"{model.name} (FQ=0)"
+            labels.append((text, (model.model_utility, quality)))
     axes.set_yscale("log")
-    axes.margins(x=0.1)
-    if points:  # a decade and a half of headroom for the labels at both ends
-        lowest = min(max(model.forget_quality, floor) for _, model in points)
-        axes.set_ylim(bottom=min(lowest, SIGNIFICANCE) / 30, top=30.0)
+    if points:  # p-values: from below the lowest point (and the threshold) up to exactly 1
+        lowest = min(max(_forget_quality(model), floor) for _, model in points)
+        axes.set_ylim(bottom=min(lowest, SIGNIFICANCE) / 30, top=1.0)
+        axes.set_xlim(*_unit_range([model.model_utility for _, model in points]))
     axes.axhline(SIGNIFICANCE, color="grey", linestyle="--", linewidth=1,
                  label=f"p = {SIGNIFICANCE} (indistinguishable above)")
     axes.set_xlabel("Model utility (higher is better)")
     axes.set_ylabel("Forget quality, KS p-value (log scale, higher is better)")
-    axes.set_title(title)
     axes.grid(True, which="major", alpha=0.3)
     if not points:
         axes.text(0.5, 0.5, "no model has both forget quality and model utility",
                   transform=axes.transAxes, ha="center", va="center")
     axes.legend(fontsize=8, loc="best", framealpha=0.9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return labels
+
+
+def _unit_range(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
+    """Axis limits around `values`, for a metric in [0, 1]: padded, never beyond [0, 1]."""
+    low, high = min(values), max(values)
+    span = max(high - low, 0.1)
+    return max(0.0, low - span * 0.15 - pad / 2), min(1.0, high + span * 0.15 + pad / 2)
 
 
 def _marker(model: ModelResult, run: RunResults, run_number: int, several_runs: bool,
             method_names: list[str]) -> tuple[str, dict]:
     """Legend label and scatter style: reference models by role, methods by colour."""
     if model.role in _ROLE_STYLE:
-        return (f"{model.role} model" + (f" ({run.name})" if several_runs else ""),
+        return (_ROLE_LABEL[model.role] + (f" ({run.name})" if several_runs else ""),
                 dict(_ROLE_STYLE[model.role]))
     colour = _PALETTE[method_names.index(model.name) % len(_PALETTE)]
     label = model.name if not several_runs else f"{model.name} ({run.name})"
@@ -102,34 +120,70 @@ def _marker(model: ModelResult, run: RunResults, run_number: int, several_runs: 
                    "color": colour, "s": 70}
 
 
-def _muse_scatter(axes, runs: Sequence[RunResults]) -> None:
+def _muse_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[float, float]]]:
     several_runs = len(runs) > 1
     method_names = sorted({m.name for run in runs for m in run.models if m.role == "method"})
-    plotted = False
+    labels: list[tuple[str, tuple[float, float]]] = []
     for run_number, run in enumerate(runs):
         for model in run.models:
             figures = model.muse or {}
             x, y = figures.get("knowmem_retain"), figures.get("knowmem_forget")
             if x is None or y is None:
                 continue
-            plotted = True
             label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6,
-                         **style)
-            offset = (6, 5) if model.role == "method" else (8, -13)
-            axes.annotate(model.name, (x, y), textcoords="offset points", xytext=offset,
-                          fontsize=8)
-    axes.set_xlim(-0.05, 1.1)
-    axes.set_ylim(-0.05, 1.1)
+                         clip_on=False, **style)
+            labels.append((model.name, (x, y)))
+    # KnowMem is a ROUGE recall in [0, 1]: the whole range, with room for the markers only
+    axes.set_xlim(-0.03, 1.0 + 0.03)
+    axes.set_ylim(-0.03, 1.0 + 0.03)
     axes.set_xlabel("KnowMem on D_r: retain knowledge kept (higher is better)")
     axes.set_ylabel("KnowMem on D_f: forget knowledge left (lower is better)")
     axes.grid(True, alpha=0.3)
-    if plotted:
+    if labels:
         axes.legend(fontsize=8, loc="best", framealpha=0.9)
+    return labels
 
 
 def _plottable(model: ModelResult) -> bool:
-    return model.forget_quality is not None and model.model_utility is not None
+    return _forget_quality(model) is not None and model.model_utility is not None
+
+
+def _forget_quality(model: ModelResult) -> float | None:
+    # The retain model is the goal: its forget quality against itself is 1 by definition.
+    if model.forget_quality is None and model.role == "retain":
+        return 1.0
+    return model.forget_quality
+
+
+# Where a label may sit beside its point, in points: right-above first, then the other
+# corners, then further up and down the right side.
+_LABEL_OFFSETS = ((6, 5), (6, -12), (-6, 5), (-6, -12),
+                  *((6, 5 + 10 * k) for k in range(1, 8)),
+                  *((6, -12 - 10 * k) for k in range(1, 8)))
+
+
+def place_labels(axes, labels: Sequence[tuple[str, tuple[float, float]]]) -> None:
+    """Annotate each point with its label at the first offset where the label's box overlaps
+    no label placed before it and stays inside the axes."""
+    renderer = axes.figure.canvas.get_renderer()
+    frame = axes.get_window_extent(renderer)
+    placed: list = []
+    for text, xy in labels:
+        for dx, dy in _LABEL_OFFSETS:
+            note = axes.annotate(text, xy, textcoords="offset points", xytext=(dx, dy),
+                                 fontsize=8, ha="left" if dx > 0 else "right")
+            box = note.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and (
+                box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+            note.remove()
+        else:  # nowhere free: keep the first choice rather than lose the label
+            note = axes.annotate(text, xy, textcoords="offset points", xytext=_LABEL_OFFSETS[0],
+                                 fontsize=8)
+            box = note.get_window_extent(renderer)
+        placed.append(box)
 
 
 def _log_floor(qualities: Sequence[float]) -> float:

@@ -29,16 +29,6 @@ from typing import Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from safetensors.torch import load_file, save_file
 from transformers import get_scheduler
 
@@ -47,6 +37,7 @@ from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError, TrainingError
 from uldkit.training.config import TrainConfig
 from uldkit.training.journal import check_identity, data_sha256
+from uldkit.training.progress import LoopProgress
 from uldkit.training.run_dir import Checkpoint
 
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -190,14 +181,11 @@ class Trainer:
         loss_value = float("nan")
         started = time.perf_counter()
         self.model.train()
-        with self._progress() as progress:
-            task = progress.add_task(
-                self.config.description, total=self.total_steps, completed=start_step, loss=""
-            )
+        with self._progress(start_step) as progress:
             for step in range(start_step, self.total_steps):
                 loss_value, parts = self._optimizer_step(step)
                 history.append({"step": step + 1, "loss": loss_value, **parts})
-                progress.update(task, advance=1, loss=f"loss {loss_value:.4f}")
+                progress.advance(1, note=f"loss {loss_value:.4f}")
                 if self.on_step:
                     self.on_step(step + 1, loss_value)
                 if self._checkpoint_due(step + 1):
@@ -275,19 +263,10 @@ class Trainer:
         every = self.config.checkpoint_every or self.steps_per_epoch
         return done % every == 0
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[loss]}"),
-            RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            disable=not (self.config.show_progress and self.accelerator.is_main_process),
-            transient=False,
-        )
+    def _progress(self, start_step: int) -> LoopProgress:
+        return LoopProgress(
+            self.total_steps, self.config.description, "steps", completed=start_step,
+            enabled=self.config.show_progress and self.accelerator.is_main_process)
 
     def _seed_everything(self) -> None:
         seed = self.config.seed + self.rank
@@ -424,12 +403,6 @@ def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         position, has_gauss = tensors["numpy.position"].tolist()
         np.random.set_state(("MT19937", tensors["numpy.keys"].numpy().astype(np.uint32),
                              position, has_gauss, float(tensors["numpy.gauss"][0])))
-
-
-class RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.2f} step/s")
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
