@@ -14,7 +14,7 @@ from uldkit.cli import options
 from uldkit.cli.eval_cmds import _components_table, eval_app
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
-from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
+from uldkit.eval.tofu_log import FORGET_SET
 from uldkit.io import atomic_write_json
 from uldkit.training.run_dir import prepare_out_dir, write_run_config
 
@@ -53,10 +53,19 @@ def tofu_command(
     dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
     allow_pickle: bool = options.ALLOW_PICKLE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    log_format: str = typer.Option(
+        "tofu", "--log-format", help="tofu: uldkit's log (the TOFU authors' layout); "
+        "openunlearning: also OpenUnlearning's TOFU_EVAL.json and TOFU_SUMMARY.json."),
+    es_definition: str = typer.Option(
+        "openunlearning", "--es-definition", help="Extraction strength: openunlearning "
+        "(answer tokens without EOS, as published numbers) or uldkit (EOS counted); "
+        "docs/metrics.md."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
     # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.eval.log_formats import read_tofu_log
+    from uldkit.eval.memorisation import check_es_definition
     from uldkit.eval.tofu_eval import (
         SUMMARY_FILE,
         check_retain_log,
@@ -65,6 +74,9 @@ def tofu_command(
     )
     from uldkit.unlearning.load import load_language_model
 
+    check_es_definition(es_definition)
+    if log_format not in ("tofu", "openunlearning"):
+        raise ConfigError(f"--log-format must be tofu or openunlearning, not {log_format!r}")
     alphas = list(alpha or [])
     if len(set(alphas)) != len(alphas):
         raise ConfigError(f"--alpha values repeat: {alphas}")
@@ -76,8 +88,8 @@ def tofu_command(
     retain_is_model = retain_logs is not None and _is_model_dir(retain_logs)
     retain_log = None
     if retain_logs is not None and not retain_is_model:
-        retain_log = load_tofu_log(retain_logs, (FORGET_SET,))
-        check_retain_log(retain_log, len(sets[FORGET_SET]))
+        retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
+        check_retain_log(retain_log, sets[FORGET_SET])
     lm = load_language_model(model, **load, **extra, **({"alpha": alphas[0]} if alphas else {}))
 
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
@@ -86,11 +98,11 @@ def tofu_command(
         "data_seed": data_seed, "retain_logs": None if retain_logs is None else str(retain_logs),
         "alpha": alphas or None, "tau": tau, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "max_length": max_length, "device": device,
-        "dtype": dtype,
+        "dtype": dtype, "es_definition": es_definition, "log_format": log_format,
     })
     console = Console()
     run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
-               resume=resume, show_progress=not quiet)
+               resume=resume, show_progress=not quiet, es_definition=es_definition)
     if retain_is_model:
         console.print(f"evaluating the retain model {retain_logs}", highlight=False)
         try:
@@ -103,22 +115,33 @@ def tofu_command(
             retain_lm, source, split, out_dir=out / RETAIN_DIR, model_name=str(retain_logs),
             **run)
         del retain_lm
+        _write_format(log_format, retain_log, out / RETAIN_DIR, None)
         _print_summary(console, retain_summary, out / RETAIN_DIR)
 
     if not alphas:
-        _, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=out,
-                                   model_name=_label(model, None, tau), **run)
+        log, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=out,
+                                     model_name=_label(model, None, tau), **run)
+        _write_format(log_format, log, out, retain_log)
         _print_summary(console, summary, out)
         return
     rows = []
     for value in alphas:
         view = _with_alpha(lm, model, value, extra, load)
         alpha_out = out / f"alpha_{value:g}"
-        _, summary = evaluate_tofu(view, source, split, retain_log, out_dir=alpha_out,
-                                   model_name=_label(model, value, tau), **run)
+        log, summary = evaluate_tofu(view, source, split, retain_log, out_dir=alpha_out,
+                                     model_name=_label(model, value, tau), **run)
+        _write_format(log_format, log, alpha_out, retain_log)
         rows.append({"alpha": value, "tau": tau, "out": str(alpha_out), **_headline(summary)})
     atomic_write_json(out / SUMMARY_FILE, {"model": str(model), "split": split, "sweep": rows})
     console.print(_sweep_table(rows))
+
+
+def _write_format(log_format: str, log: dict[str, Any], out: Path,
+                  retain_log: dict[str, Any] | None) -> None:
+    if log_format == "openunlearning":
+        from uldkit.eval.openunlearning_log import save_openunlearning
+
+        save_openunlearning(log, out, retain_log)
 
 
 def _label(model: Path, alpha: float | None, tau: float | None) -> str:
