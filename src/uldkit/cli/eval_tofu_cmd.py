@@ -60,10 +60,15 @@ def tofu_command(
         "openunlearning", "--es-definition", help="Extraction strength: openunlearning "
         "(answer tokens without EOS, as published numbers) or uldkit (EOS counted); "
         "docs/metrics.md."),
+    strip_prompt_space: bool = typer.Option(
+        False, "--strip-prompt-space", help="Drop trailing spaces from rendered prompts (a "
+        "template ending in ' ', like OpenUnlearning's Llama-2 one, scores every answer "
+        "after a lone space token)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
     # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.data.formatting import strip_prompt_space as strip_space
     from uldkit.eval.log_formats import read_tofu_log
     from uldkit.eval.memorisation import check_es_definition
     from uldkit.eval.tofu_eval import (
@@ -91,6 +96,8 @@ def tofu_command(
         retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
         check_retain_log(retain_log, sets[FORGET_SET])
     lm = load_language_model(model, **load, **extra, **({"alpha": alphas[0]} if alphas else {}))
+    if strip_prompt_space:
+        strip_space(lm.tokenizer)
 
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     write_run_config(out, "eval tofu", {
@@ -99,6 +106,7 @@ def tofu_command(
         "alpha": alphas or None, "tau": tau, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "max_length": max_length, "device": device,
         "dtype": dtype, "es_definition": es_definition, "log_format": log_format,
+        "strip_prompt_space": strip_prompt_space,
     })
     console = Console()
     run = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
@@ -107,6 +115,8 @@ def tofu_command(
         console.print(f"evaluating the retain model {retain_logs}", highlight=False)
         try:
             retain_lm = load_language_model(retain_logs, **load)
+            if strip_prompt_space:
+                strip_space(retain_lm.tokenizer)
         except UldkitError:
             if not resume:  # the directory holds nothing but this run's configuration
                 shutil.rmtree(out, ignore_errors=True)
@@ -127,6 +137,8 @@ def tofu_command(
     rows = []
     for value in alphas:
         view = _with_alpha(lm, model, value, extra, load)
+        if strip_prompt_space:
+            strip_space(view.tokenizer)
         alpha_out = out / f"alpha_{value:g}"
         log, summary = evaluate_tofu(view, source, split, retain_log, out_dir=alpha_out,
                                      model_name=_label(model, value, tau), **run)

@@ -4,8 +4,10 @@ Each of the four sets (forget split, `retain_perturbed`, `real_authors_perturbed
 `world_facts_perturbed`) is scored in two passes:
 
 - losses: every (question, answer) pair of the set - true answer, paraphrased answer, each
-  perturbed answer - goes into one `answer_scores` call, so batches are as full as they
-  can be; the values do not depend on batch size or padding side;
+  perturbed answer - goes into one `answer_scores` call; with `shared_prefix` (default)
+  each question's prompt runs once and its answers are scored from its cached keys and
+  values (`uldkit.models.prefix_scoring`); the values do not depend on batch size or
+  padding side;
 - greedy generation of the answer, stopped at EOS or the length cap, and its ROUGE-1 /
   ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU).
 
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 from rouge_score import rouge_scorer
 
-from uldkit.data.formatting import encode_prompt, fit_prompt, format_prompt
+from uldkit.data.formatting import encode_prompt, fit_prompt, format_prompt, strips_prompt_space
 from uldkit.data.sources import DataSource
 from uldkit.data.tofu import retain_split_for
 from uldkit.data.types import QADataset, QAPair
@@ -143,6 +145,7 @@ def evaluate_tofu(
     show_progress: bool = True,
     model_name: str | None = None,
     es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> tuple[TofuLog, TofuEvalSummary]:
     """Score `lm` on the four TOFU sets and aggregate (forget quality needs `retain_log`).
 
@@ -169,6 +172,7 @@ def evaluate_tofu(
         ),
         "max_length": max_length,
         "es_definition": es_definition,
+        "strip_prompt_space": strips_prompt_space(lm.tokenizer),
         "batch_size": batch_size,
         "padding_side": padding_side,
     }
@@ -210,6 +214,7 @@ def evaluate_tofu(
                 padding_side=padding_side, on_progress=progress.advance, where=sets[key].name,
                 finished=finished[key], on_records=None if journal is None else journal.append,
                 memorisation=key == FORGET_SET, es_definition=es_definition,
+                shared_prefix=shared_prefix,
             )
             set_seconds[key] = time.perf_counter() - started
             if journal is not None:
@@ -253,6 +258,7 @@ def score_tofu_set(
     on_records: Callable[[dict[int, dict[str, Any]]], None] | None = None,
     memorisation: bool = False,
     es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """One set's TOFU log: `{field: {index: value}}` with every field TOFU writes (with
     `memorisation`, also each true answer's exact memorisation and extraction strength).
@@ -276,6 +282,7 @@ def score_tofu_set(
             batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
             padding_side=padding_side, advance=advance, where=where,
             memorisation=memorisation, es_definition=es_definition,
+            shared_prefix=shared_prefix,
         )
         records.update(fresh)
         if on_records is not None:
@@ -333,6 +340,7 @@ def _score_samples(
     where: str,
     memorisation: bool = False,
     es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> dict[int, dict[str, Any]]:
     """The TOFU records `{index: {field: value}}` of the samples `indices` of `pairs`; with
     `memorisation`, EM and ES of the true answers come from the same scoring pass."""
@@ -355,6 +363,7 @@ def _score_samples(
     scored = answer_scores(
         lm, questions, answers, batch_size, max_length, padding_side,
         on_batch=lambda n: advance(n * share), greedy_matches=memorisation,
+        shared_prefix=shared_prefix,
     )
     sums, counts = scored.sums, scored.counts
     if not np.isfinite(sums).all():
