@@ -42,8 +42,9 @@ def answer_scores(
     ids counted over real tokens, so the values do not depend on batch size or padding.
     With `shared_prefix`, the answers of one question are scored from one pass over its
     prompt (`uldkit.models.prefix_scoring`); a batch then holds the answers of whole
-    questions, `batch_size` answers or the answers of one question. The losses equal those
-    of whole sequences to float32 round-off.
+    questions, as many as fit in the tokens of `batch_size` whole sequences (prompts are
+    sorted by length, the longest prompt last). The losses equal those of whole sequences
+    to float32 round-off.
     `on_batch(n)` is called after each batch with the number of pairs it scored.
     """
     if len(questions) != len(answers):
@@ -89,7 +90,7 @@ def _shared_prefix_scores(
     counts = np.zeros(len(encoded), dtype=np.int64)
     matches: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(encoded)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    for batch in _whole_groups(prompts, groups, batch_size):
+    for batch in _whole_groups(prompts, groups, encoded, batch_size):
         members = [i for prompt in batch for i in groups[prompt]]
         rows = torch.tensor([p for p, prompt in enumerate(batch) for _ in groups[prompt]])
         prompt_ids, prompt_mask = _padded([list(p) for p in batch], pad_id, left=True)
@@ -119,18 +120,24 @@ def _shared_prefix_scores(
 
 def _whole_groups(
     prompts: Sequence[tuple[int, ...]], groups: dict[tuple[int, ...], list[int]],
-    batch_size: int,
+    encoded: Sequence[Encoded], batch_size: int,
 ) -> list[list[tuple[int, ...]]]:
-    """Prompts in batches of at most `batch_size` answers (a larger group goes alone)."""
+    """Prompts in batches whose padded tokens (prompts once, answers after them) stay within
+    what `batch_size` of the longest whole sequences take, so no batch holds more scores
+    than a whole-sequence batch could; a group larger than that goes alone."""
+    budget = batch_size * max(len(e.input_ids) for e in encoded)
     batches: list[list[tuple[int, ...]]] = []
     current: list[tuple[int, ...]] = []
-    size = 0
+    rows = tail_width = 0
     for prompt in prompts:
-        if current and size + len(groups[prompt]) > batch_size:
+        tails = [len(encoded[i].input_ids) - encoded[i].prompt_length for i in groups[prompt]]
+        new_rows, new_width = rows + len(tails), max(tail_width, *tails)
+        cost = new_rows * new_width + (len(current) + 1) * len(prompt)
+        if current and cost > budget:
             batches.append(current)
-            current, size = [], 0
+            current, new_rows, new_width = [], len(tails), max(tails)
         current.append(prompt)
-        size += len(groups[prompt])
+        rows, tail_width = new_rows, new_width
     if current:
         batches.append(current)
     return batches
