@@ -104,15 +104,18 @@ def encode_qa(
     question: str,
     answer: str,
     max_length: int = 512,
+    prompt_ids: list[int] | None = None,
 ) -> Encoded:
     """Prompt ids then answer ids + EOS; labels are -100 on the prompt.
 
     Prompt and answer are tokenized separately so the boundary is exact whatever the
     tokenizer merges. Too-long pairs are cut from the answer's end, with a warning.
+    `prompt_ids`: `encode_prompt(tokenizer, question)` when the caller has it already.
     """
     if not answer.strip():
         raise DataError("cannot encode an empty answer")
-    prompt_ids = encode_prompt(tokenizer, question)
+    if prompt_ids is None:
+        prompt_ids = encode_prompt(tokenizer, question)
     answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from uldkit.data.collate import collate, token_nll
-from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_qa
+from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_prompt, encode_qa
 from uldkit.models.lm import LanguageModel
 from uldkit.models.prefix_scoring import continuation_logits
 
@@ -49,7 +49,9 @@ def answer_scores(
     """
     if len(questions) != len(answers):
         raise ValueError("questions and answers differ in length")
-    encoded = [encode_qa(lm.tokenizer, q, a, max_length) for q, a in zip(questions, answers)]
+    prompts = {q: encode_prompt(lm.tokenizer, q) for q in dict.fromkeys(questions)}
+    encoded = [encode_qa(lm.tokenizer, q, a, max_length, prompts[q])
+               for q, a in zip(questions, answers)]
     if shared_prefix and all(e.prompt_length >= 1 for e in encoded):
         return _shared_prefix_scores(lm, encoded, batch_size, on_batch, greedy_matches)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
@@ -147,13 +149,13 @@ def _padded(
     sequences: Sequence[Sequence[int]], pad: int, left: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    ids = np.full((len(sequences), width), pad, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, sequence in enumerate(sequences):
         span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
-        ids[row, span] = torch.tensor(list(sequence), dtype=torch.long)
+        ids[row, span] = sequence
         mask[row, span] = 1
-    return ids, mask
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def answer_losses(
