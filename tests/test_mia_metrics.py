@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uldkit.data.synthetic import generate_world
-from uldkit.errors import DataError
+from uldkit.errors import ConfigError, DataError
 from uldkit.eval.memorisation import (
     distinct_n,
     exact_memorisation_from_matches,
@@ -258,9 +258,29 @@ _CYCLE = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 2.0], [2.0, 1.0, 0.0]])
     ([0, 0, 0, 0], 0.0, 0.0),
 ])
 def test_exact_memorisation_and_extraction_strength(continuation, em, es):
-    result = memorisation(BigramLM(_CYCLE), [[0]], [continuation])
+    result = memorisation(BigramLM(_CYCLE), [[0]], [continuation], es_definition="uldkit")
     assert result.exact_memorisation[0] == pytest.approx(em)
     assert result.extraction_strength[0] == pytest.approx(es)
+
+
+# OpenUnlearning's ES, by hand: the last token (an answer's EOS) is dropped, T' = 3, and the
+# suffix search stops at k = T' - 1, so a miss at the last kept token gives 1/3, not 0.
+@pytest.mark.parametrize(("continuation", "es"), [
+    ([1, 2, 0, 1], 1.0),      # matches T T T (T): no miss
+    ([1, 2, 1, 2], 1 / 3),    # T T F (T): last miss at 3 of 3, k capped at 2
+    ([1, 2, 0, 2], 1.0),      # T T T (F): the missed last token is not scored
+    ([2, 0, 1, 2], 2 / 3),    # F T T (T): k = 1
+    ([0, 0, 0, 0], 1 / 3),    # F F F (F): k capped at 2
+    ([1], 0.0),               # nothing left once the last token is dropped
+])
+def test_extraction_strength_as_openunlearning_defines_it(continuation, es):
+    result = memorisation(BigramLM(_CYCLE), [[0]], [continuation])  # the default
+    assert result.extraction_strength[0] == pytest.approx(es)
+    assert memorisation(BigramLM(_CYCLE), [[0]], [continuation],
+                        es_definition="openunlearning").extraction_strength[0] == \
+        pytest.approx(es)
+    with pytest.raises(ConfigError, match="extraction strength definition"):
+        memorisation(BigramLM(_CYCLE), [[0]], [continuation], es_definition="carlini")
 
 
 def test_extraction_strength_equals_the_smallest_prefix_that_greedy_decoding_completes():
@@ -272,14 +292,20 @@ def test_extraction_strength_equals_the_smallest_prefix_that_greedy_decoding_com
              if generate_ids(lm, [[0] + truth[:k]], GenerationSettings(4 - k))[0] == truth[k:]),
             4,
         )
-        es = memorisation(lm, [[0]], [truth]).extraction_strength[0]
+        es = memorisation(lm, [[0]], [truth], es_definition="uldkit").extraction_strength[0]
         assert es == pytest.approx(1 - smallest / 4), truth
 
 
 def test_match_helpers_on_edge_cases():
     assert exact_memorisation_from_matches(np.array([], dtype=bool)) == 0.0
     assert extraction_strength_from_matches(np.array([], dtype=bool)) == 0.0
-    assert extraction_strength_from_matches(np.array([False, True, True, True])) == 0.75
+    assert extraction_strength_from_matches(np.array([False, True, True, True]),
+                                            "uldkit") == 0.75
+    # a 64-token answer + EOS missed last at its 16th token (uldkit's reference log, sample 5)
+    matches = np.ones(64, dtype=bool)
+    matches[14] = False
+    assert extraction_strength_from_matches(matches, "uldkit") == 1 - 15 / 64
+    assert extraction_strength_from_matches(matches) == 1 - 15 / 63  # OpenUnlearning's
 
 
 # --- real tiny model: padding-safety, ES against real generation ----------------------------------
@@ -323,7 +349,7 @@ def test_extraction_strength_on_a_real_model_matches_its_greedy_decoding(tiny_lm
                 truths.append(truth)
                 expected.append(1.0 if miss is None else 1 - (miss + 1) / 6)
     assert len(truths) >= 8
-    result = memorisation(tiny_lm, prefixes, truths, batch_size=5)
+    result = memorisation(tiny_lm, prefixes, truths, batch_size=5, es_definition="uldkit")
     np.testing.assert_allclose(result.extraction_strength, expected)
     entropy = mean_token_entropy(tiny_lm, prefixes, truths)
     assert ((entropy > 0) & (entropy <= math.log(len(tokenizer)) + 1e-6)).all()

@@ -32,7 +32,9 @@ from uldkit.training.trainer import TrainConfig
 from uldkit.unlearning.load import load_language_model
 
 PEOPLE, HOLDOUT = 100, 40
-SETTINGS = MuseSettings(batch_size=32, answer_tokens=32)
+# uldkit's KnowMem: these models learned uldkit's QA format, where MUSE's "Answer: " prompt
+# leaves a lone space token before the answer (tests/test_knowmem.py checks MUSE's variant).
+SETTINGS = MuseSettings(batch_size=32, answer_tokens=32, knowmem="uldkit")
 
 
 @dataclass(frozen=True)

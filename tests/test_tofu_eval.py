@@ -18,6 +18,7 @@ from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError
 from uldkit.eval import tofu_eval
+from uldkit.eval.log_formats import read_tofu_log
 from uldkit.eval.tofu_eval import (
     evaluate_tofu,
     greedy_answers,
@@ -200,7 +201,8 @@ def test_cli_end_to_end_with_retain_model(trained_world, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["eval", "tofu", "--model", str(trained_world.target), "--split", "forget10",
             "--people", str(trained_world.people), "--retain-logs", str(trained_world.retain),
-            "--max-new-tokens", "8", "--batch-size", "32", "--out", str(out), "--quiet"]
+            "--max-new-tokens", "8", "--batch-size", "32", "--out", str(out), "--quiet",
+            "--log-format", "openunlearning"]
     main(args)
     shown = capsys.readouterr().out
     assert "Model Utility" in shown and "Forget Quality" in shown
@@ -214,6 +216,18 @@ def test_cli_end_to_end_with_retain_model(trained_world, tmp_path, capsys):
     assert recomputed.to_dict() == summary["figures"]
     assert retain_summary["figures"]["forget_quality"] is None
     assert json.loads((out / "run_config.json").read_text())["command"] == "eval tofu"
+    # OpenUnlearning's files beside ours, per-sample ROUGE-L F1 included; read back, they
+    # aggregate (its formulas) to what it would summarise, and to ours with TOFU's formulas
+    ou_summary = json.loads((out / "TOFU_SUMMARY.json").read_text())
+    ou_eval = json.loads((out / "TOFU_EVAL.json").read_text())
+    assert "rougeL_f1" in ou_eval["forget_Q_A_ROUGE"]["value_by_index"]["0"]
+    assert ou_summary["forget_quality"] == pytest.approx(summary["figures"]["forget_quality"])
+    assert (out / "retain" / "TOFU_EVAL.json").is_file()
+    read_back, log_format = read_tofu_log(out / "TOFU_EVAL.json")
+    assert log_format == "openunlearning"
+    assert aggregate_tofu(read_back, formulas="openunlearning").model_utility == \
+        ou_summary["model_utility"]
+    assert aggregate_tofu(read_back).model_utility == summary["figures"]["model_utility"]
 
     # Resuming a finished run reuses every set; a second run must not overwrite.
     main([*args, "--resume"])

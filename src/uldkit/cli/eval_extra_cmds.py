@@ -10,7 +10,7 @@ default --holdout is read from the models' run_config.json.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +69,18 @@ def muse_command(
                                       help="VerbMem prompt length l (halved for short passages)."),
     max_continuation: int = typer.Option(128, "--max-continuation", min=1,
                                          help="VerbMem: most tokens to reproduce."),
-    answer_tokens: int = typer.Option(48, "--answer-tokens", min=1,
-                                      help="KnowMem: most answer tokens generated."),
+    answer_tokens: int | None = typer.Option(
+        None, "--answer-tokens", min=1,
+        help="KnowMem: most answer tokens generated (default 32 for muse, 48 for uldkit)."),
+    knowmem: str = typer.Option(
+        "muse", "--knowmem", help="KnowMem as MUSE's authors compute it (muse: in-context "
+        "examples, 32 tokens, ROUGE-L F1 unstemmed) or uldkit's variant (the model's QA "
+        "prompt, ROUGE-L recall stemmed)."),
+    forget_qa_icl: Path | None = typer.Option(
+        None, "--forget-qa-icl", help="KnowMem in-context examples for the forget QA (MUSE's "
+        "forget_qa_icl.json)."),
+    retain_qa_icl: Path | None = typer.Option(
+        None, "--retain-qa-icl", help="KnowMem in-context examples for the retain QA."),
     batch_size: int = BATCH_SIZE,
     overwrite: bool = options.OVERWRITE,
     resume: bool = RESUME,
@@ -82,6 +92,7 @@ def muse_command(
     """MUSE: VerbMem and KnowMem on the forget set, PrivLeak, KnowMem on retain / utility."""
     # Imported here: torch and transformers would slow every other command's start.
     from uldkit.data.documents import DocumentSplits, document_texts, load_documents
+    from uldkit.eval.knowmem import check_knowmem_variant
     from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
     from uldkit.unlearning.load import load_language_model
 
@@ -97,8 +108,14 @@ def muse_command(
     else:
         splits = _synthetic_splits(data, people, data_seed, holdout, forget,
                                    [retain_model, target, model])
+    check_knowmem_variant(knowmem)
+    if forget_qa_icl is not None or retain_qa_icl is not None:
+        splits = replace(
+            splits,
+            forget_qa_icl=() if forget_qa_icl is None else tuple(_qa_file(forget_qa_icl).pairs),
+            retain_qa_icl=() if retain_qa_icl is None else tuple(_qa_file(retain_qa_icl).pairs))
     settings = MuseSettings(prompt_tokens=prompt_tokens, max_continuation_tokens=max_continuation,
-                            answer_tokens=answer_tokens, batch_size=batch_size)
+                            answer_tokens=answer_tokens, batch_size=batch_size, knowmem=knowmem)
     load = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
                 trust_remote_code=trust_remote_code)
     lm = load_language_model(model, **load)
@@ -113,6 +130,7 @@ def muse_command(
         "data_seed": data_seed, "holdout": holdout, "forget": forget,
         "forget_docs": _str(forget_docs), "holdout_docs": _str(holdout_docs),
         "forget_qa": _str(forget_qa), "retain_qa": _str(retain_qa),
+        "forget_qa_icl": _str(forget_qa_icl), "retain_qa_icl": _str(retain_qa_icl),
         "settings": asdict(settings), "device": device, "dtype": dtype,
     }
     with start_run(out, "eval muse", config, overwrite=overwrite, resume=resume) as run:

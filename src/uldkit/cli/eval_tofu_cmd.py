@@ -14,7 +14,7 @@ from uldkit.cli import options
 from uldkit.cli.eval_cmds import _components_table, eval_app
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError, UldkitError
-from uldkit.eval.tofu_log import FORGET_SET, load_tofu_log
+from uldkit.eval.tofu_log import FORGET_SET
 from uldkit.io import atomic_write_json
 from uldkit.training.run_dir import RunDir
 from uldkit.training.run_start import start_run
@@ -54,10 +54,24 @@ def tofu_command(
     dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
     allow_pickle: bool = options.ALLOW_PICKLE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    log_format: str = typer.Option(
+        "tofu", "--log-format", help="tofu: uldkit's log (the TOFU authors' layout); "
+        "openunlearning: also OpenUnlearning's TOFU_EVAL.json and TOFU_SUMMARY.json."),
+    es_definition: str = typer.Option(
+        "openunlearning", "--es-definition", help="Extraction strength: openunlearning "
+        "(answer tokens without EOS, as published numbers) or uldkit (EOS counted); "
+        "docs/metrics.md."),
+    strip_prompt_space: bool = typer.Option(
+        False, "--strip-prompt-space", help="Drop trailing spaces from rendered prompts (a "
+        "template ending in ' ', like OpenUnlearning's Llama-2 one, scores every answer "
+        "after a lone space token)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
     # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.data.formatting import strip_prompt_space as strip_space
+    from uldkit.eval.log_formats import read_tofu_log
+    from uldkit.eval.memorisation import check_es_definition
     from uldkit.eval.tofu_eval import (
         check_retain_log,
         evaluate_tofu,
@@ -65,6 +79,9 @@ def tofu_command(
     )
     from uldkit.unlearning.load import load_language_model
 
+    check_es_definition(es_definition)
+    if log_format not in ("tofu", "openunlearning"):
+        raise ConfigError(f"--log-format must be tofu or openunlearning, not {log_format!r}")
     alphas = list(alpha or [])
     if len(set(alphas)) != len(alphas):
         raise ConfigError(f"--alpha values repeat: {alphas}")
@@ -76,20 +93,24 @@ def tofu_command(
     retain_is_model = retain_logs is not None and _is_model_dir(retain_logs)
     retain_log = None
     if retain_logs is not None and not retain_is_model:
-        retain_log = load_tofu_log(retain_logs, (FORGET_SET,))
-        check_retain_log(retain_log, len(sets[FORGET_SET]))
+        retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
+        check_retain_log(retain_log, sets[FORGET_SET])
     lm = load_language_model(model, **load, **extra, **({"alpha": alphas[0]} if alphas else {}))
+    if strip_prompt_space:
+        strip_space(lm.tokenizer)
 
     config = {
         "model": str(model), "split": split, "data": data, "people": people,
         "data_seed": data_seed, "retain_logs": None if retain_logs is None else str(retain_logs),
         "alpha": alphas or None, "tau": tau, "batch_size": batch_size,
         "max_new_tokens": max_new_tokens, "max_length": max_length, "device": device,
-        "dtype": dtype,
+        "dtype": dtype, "es_definition": es_definition, "log_format": log_format,
+        "strip_prompt_space": strip_prompt_space,
     }
     console = Console()
     run_settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,
-                        max_length=max_length, resume=resume, show_progress=not quiet)
+                        max_length=max_length, resume=resume, show_progress=not quiet,
+                        es_definition=es_definition)
     # batch size changes the speed, not the scores (see tofu_eval's identity)
     with start_run(out, "eval tofu", config, overwrite=overwrite, resume=resume,
                    may_differ=("batch_size",)) as run:
@@ -98,6 +119,8 @@ def tofu_command(
                           soft_wrap=True)
             try:
                 retain_lm = load_language_model(retain_logs, **load)
+                if strip_prompt_space:
+                    strip_space(retain_lm.tokenizer)
             except UldkitError:
                 if not resume:  # the directory holds nothing but this run's configuration
                     shutil.rmtree(run.path, ignore_errors=True)
@@ -106,25 +129,38 @@ def tofu_command(
                 retain_lm, source, split, out_dir=run.path / RETAIN_DIR,
                 model_name=str(retain_logs), **run_settings)
             del retain_lm
+            _write_format(log_format, retain_log, run.path / RETAIN_DIR, None)
             _print_summary(console, retain_summary, out / RETAIN_DIR)
 
         if not alphas:
-            _, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=run.path,
-                                       model_name=_label(model, None, tau), **run_settings)
+            log, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=run.path,
+                                         model_name=_label(model, None, tau), **run_settings)
+            _write_format(log_format, log, run.path, retain_log)
             _print_summary(console, summary, out)
             return
         rows = []
         for value in alphas:
             view = _with_alpha(lm, model, value, extra, load)
+            if strip_prompt_space:
+                strip_space(view.tokenizer)
             alpha_dir = f"alpha_{value:g}"
-            _, summary = evaluate_tofu(view, source, split, retain_log,
-                                       out_dir=run.path / alpha_dir,
-                                       model_name=_label(model, value, tau), **run_settings)
+            log, summary = evaluate_tofu(view, source, split, retain_log,
+                                         out_dir=run.path / alpha_dir,
+                                         model_name=_label(model, value, tau), **run_settings)
+            _write_format(log_format, log, run.path / alpha_dir, retain_log)
             rows.append({"alpha": value, "tau": tau, "out": str(out / alpha_dir),
                          **_headline(summary)})
         atomic_write_json(run.summary("eval"),
                           {"model": str(model), "split": split, "sweep": rows})
     console.print(_sweep_table(rows))
+
+
+def _write_format(log_format: str, log: dict[str, Any], out: Path,
+                  retain_log: dict[str, Any] | None) -> None:
+    if log_format == "openunlearning":
+        from uldkit.eval.openunlearning_log import save_openunlearning
+
+        save_openunlearning(log, out, retain_log)
 
 
 def _label(model: Path, alpha: float | None, tau: float | None) -> str:

@@ -21,7 +21,7 @@ from uldkit.data.limits import check_field_length
 from uldkit.data.records import read_located_records, read_text
 from uldkit.data.synthetic import SyntheticWorld
 from uldkit.data.tofu import retain_split_for
-from uldkit.data.types import Document, DocumentDataset, QADataset
+from uldkit.data.types import Document, DocumentDataset, QADataset, QAPair
 from uldkit.errors import ConfigError, DataError
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -112,13 +112,16 @@ def encode_document_chunks(
 @dataclass(frozen=True)
 class DocumentSplits:
     """A MUSE-style corpus: forget and retain passages, never-trained holdout passages, and
-    QA pairs about the forget and retain passages (for KnowMem)."""
+    QA pairs about the forget and retain passages (for KnowMem), with MUSE's in-context
+    examples for each when there are some."""
 
     forget: DocumentDataset
     retain: DocumentDataset
     holdout: DocumentDataset
     forget_qa: QADataset
     retain_qa: QADataset
+    forget_qa_icl: tuple[QAPair, ...] = ()
+    retain_qa_icl: tuple[QAPair, ...] = ()
 
 
 def synthetic_document_splits(

@@ -13,15 +13,63 @@ from uldkit.errors import DataError
 
 IGNORE_INDEX = -100
 QA_TEMPLATE = "Question: {question}\nAnswer:"
+# Set on a tokenizer (`strip_prompt_space`): rendered prompts lose their trailing spaces.
+_STRIP_ATTRIBUTE = "uldkit_strip_prompt_space"
+_WARNED_TEMPLATES: set[str] = set()
 
 
 def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
     """The text a model sees before its answer: the chat template when the tokenizer has one."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
+        prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )
-    return QA_TEMPLATE.format(question=question)
+    else:
+        prompt = QA_TEMPLATE.format(question=question)
+    return prompt.rstrip(" \t") if getattr(tokenizer, _STRIP_ATTRIBUTE, False) else prompt
+
+
+def strip_prompt_space(tokenizer: PreTrainedTokenizerBase, strip: bool = True) -> None:
+    """Make every prompt rendered for `tokenizer` drop its trailing spaces (answers are
+    encoded with their own leading space, so a template ending in one scores a lone space
+    token the model never saw before an answer)."""
+    setattr(tokenizer, _STRIP_ATTRIBUTE, strip)
+
+
+def strips_prompt_space(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, _STRIP_ATTRIBUTE, False))
+
+
+def ends_in_space_token(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> bool:
+    """Whether the last of `ids` is a token of spaces (or tabs) only. A newline ending, as
+    many chat templates have, is what their models were trained on and does not count."""
+    if not ids or ids[-1] in set(tokenizer.all_special_ids):
+        return False
+    text = tokenizer.decode([ids[-1]])
+    piece = str(tokenizer.convert_ids_to_tokens(ids[-1])).replace("\u2581", " ").replace(
+        "\u0120", " ")
+    return any(candidate and not candidate.strip(" \t") for candidate in (text, piece))
+
+
+def _warn_if_space_ending(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> None:
+    template = getattr(tokenizer, "chat_template", None) or QA_TEMPLATE
+    if template in _WARNED_TEMPLATES or not ids:
+        return
+    checked = tokenizer.__dict__.setdefault("_uldkit_space_endings", {})
+    if ids[-1] not in checked:  # one check per distinct last token
+        checked[ids[-1]] = ends_in_space_token(tokenizer, ids)
+    if not checked[ids[-1]]:
+        return
+    _WARNED_TEMPLATES.add(template)
+    name = (f"the chat template of tokenizer {getattr(tokenizer, 'name_or_path', '') or '?'}"
+            if getattr(tokenizer, "chat_template", None) else "the QA template")
+    warnings.warn(
+        f"{name} renders prompts that end in a token of spaces only: every answer is then "
+        "scored and generated after a lone space token, which wrecks the scores of a model "
+        "trained on ' answer' tokens (OpenUnlearning's Llama-2 template takes one model's "
+        "utility from 0.70 to 0.02); pass --strip-prompt-space to drop it",
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)
@@ -40,7 +88,9 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int
     prompt = format_prompt(tokenizer, question)
     # A chat template already holds the BOS text; a plain template gets the tokenizer's own.
     add_special = not getattr(tokenizer, "chat_template", None)
-    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+    ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+    _warn_if_space_ending(tokenizer, ids)
+    return ids
 
 
 def fit_prompt(prompt_ids: list[int], max_length: int) -> list[int]:
@@ -54,15 +104,18 @@ def encode_qa(
     question: str,
     answer: str,
     max_length: int = 512,
+    prompt_ids: list[int] | None = None,
 ) -> Encoded:
     """Prompt ids then answer ids + EOS; labels are -100 on the prompt.
 
     Prompt and answer are tokenized separately so the boundary is exact whatever the
     tokenizer merges. Too-long pairs are cut from the answer's end, with a warning.
+    `prompt_ids`: `encode_prompt(tokenizer, question)` when the caller has it already.
     """
     if not answer.strip():
         raise DataError("cannot encode an empty answer")
-    prompt_ids = encode_prompt(tokenizer, question)
+    if prompt_ids is None:
+        prompt_ids = encode_prompt(tokenizer, question)
     answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]

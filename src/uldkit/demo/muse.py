@@ -38,7 +38,9 @@ from uldkit.eval.muse import MuseSettings
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.training.run_dir import RunDir
 
-SETTINGS = MuseSettings(batch_size=16)
+# uldkit's KnowMem: the demo's models learned uldkit's QA format (MUSE's "Answer: " prompt leaves
+# a lone space token before the answer for them).
+SETTINGS = MuseSettings(batch_size=16, knowmem="uldkit")
 # Fine-tuning per size: the target must reproduce its passages and answers (VerbMem and
 # KnowMem near 1), the retain model must know its own as well.
 MUSE_FINETUNE_SETTINGS = {

@@ -4,14 +4,18 @@ For a prefix p and its true continuation y = y_1..y_T (an answer after its quest
 or the rest of a passage), with g_t = 1 when the model's greedy (argmax) next token given
 p + y_<t equals y_t:
 - EM (exact memorisation, Tirumala et al., 2022) = mean_t g_t.
-- ES (extraction strength, Carlini et al., 2021; as in OpenUnlearning) = 1 - k/T with k the
-  smallest prefix length of y such that greedy decoding from p + y_<=k reproduces y_k+1..y_T
-  exactly. Greedy decoding reproduces the rest exactly iff every later token is the argmax
-  given the true tokens before it, so k = (position of the last t with g_t = 0), or 0 when
-  all g_t = 1 (ES = 1, the whole answer comes out of the prompt alone); when the last token
-  itself is missed k = T and ES = 0: nothing can be extracted.
-Both come from one forward pass per batch. QA answers end with EOS (as in training), so
-"reproducing" includes stopping. A continuation token with nothing before it is not scored.
+- ES (extraction strength, Carlini et al., 2021), in two definitions (docs/metrics.md):
+  "uldkit": 1 - k/T with k the smallest prefix length of y such that greedy decoding from
+  p + y_<=k reproduces y_k+1..y_T exactly. Greedy decoding reproduces the rest exactly iff
+  every later token is the argmax given the true tokens before it, so k = (position of the
+  last t with g_t = 0), or 0 when all g_t = 1 (ES = 1, the whole answer comes out of the
+  prompt alone); when the last token itself is missed k = T and ES = 0. QA answers end with
+  EOS (as in training), so "reproducing" includes stopping.
+  "openunlearning" (the default; published numbers use it): the same over y without its
+  last token (T' = T - 1: the EOS of an answer is not scored), and k searched only up to
+  T' - 1, so a missed last token gives 1/T' rather than 0; T' = 0 gives 0.
+Both come from one forward pass per batch. A continuation token with nothing before it is
+not scored.
 
 Fluency of generated texts (the known failure of gradient ascent is gibberish):
 - distinct-2: distinct word bigrams / word bigrams (1 = no bigram repeats).
@@ -35,6 +39,7 @@ from transformers import PreTrainedTokenizerBase
 
 from uldkit.data.formatting import encode_qa
 from uldkit.data.types import QAPair
+from uldkit.errors import ConfigError
 from uldkit.eval.token_scores import score_continuations
 from uldkit.models.lm import LanguageModel
 
@@ -46,12 +51,31 @@ def exact_memorisation_from_matches(greedy_match: np.ndarray) -> float:
     return float(np.mean(greedy_match)) if len(greedy_match) else 0.0
 
 
-def extraction_strength_from_matches(greedy_match: np.ndarray) -> float:
+ES_OPENUNLEARNING = "openunlearning"
+ES_ULDKIT = "uldkit"
+ES_DEFINITIONS = (ES_OPENUNLEARNING, ES_ULDKIT)
+
+
+def check_es_definition(definition: str) -> None:
+    if definition not in ES_DEFINITIONS:
+        raise ConfigError(f"extraction strength definition must be one of "
+                          f"{', '.join(ES_DEFINITIONS)}, not {definition!r}")
+
+
+def extraction_strength_from_matches(
+    greedy_match: np.ndarray, definition: str = ES_OPENUNLEARNING
+) -> float:
+    """ES from the greedy matches of a continuation's tokens (module docstring)."""
+    check_es_definition(definition)
     matches = np.asarray(greedy_match, dtype=bool)
+    if definition == ES_OPENUNLEARNING:
+        matches = matches[:-1]
     if len(matches) == 0:
         return 0.0
     missed = np.flatnonzero(~matches)
     k = 0 if len(missed) == 0 else int(missed[-1]) + 1
+    if definition == ES_OPENUNLEARNING:
+        k = min(k, len(matches) - 1)
     return 1.0 - k / len(matches)
 
 
@@ -66,12 +90,15 @@ def memorisation(
     prefixes: Sequence[Sequence[int]],
     continuations: Sequence[Sequence[int]],
     batch_size: int = 8,
+    es_definition: str = ES_OPENUNLEARNING,
 ) -> Memorisation:
     """EM and ES of each continuation given its prefix (token ids), from one pass per batch."""
+    check_es_definition(es_definition)
     scores = score_continuations(lm, prefixes, continuations, batch_size)
     return Memorisation(
         np.array([exact_memorisation_from_matches(s.greedy_match) for s in scores]),
-        np.array([extraction_strength_from_matches(s.greedy_match) for s in scores]),
+        np.array([extraction_strength_from_matches(s.greedy_match, es_definition)
+                  for s in scores]),
     )
 
 
@@ -93,11 +120,11 @@ def qa_token_pairs(
 
 def qa_memorisation(
     lm: LanguageModel, pairs: Sequence[QAPair | tuple[str, str]], batch_size: int = 8,
-    max_length: int = 512,
+    max_length: int = 512, es_definition: str = ES_OPENUNLEARNING,
 ) -> Memorisation:
     """EM and ES of each answer given its question prompt."""
     prefixes, continuations = qa_token_pairs(lm.tokenizer, pairs, max_length)
-    return memorisation(lm, prefixes, continuations, batch_size)
+    return memorisation(lm, prefixes, continuations, batch_size, es_definition)
 
 
 # --- fluency -----------------------------------------------------------------------------------

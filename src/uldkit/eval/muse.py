@@ -4,8 +4,10 @@
   tokens as the true continuation has (at most `max_continuation_tokens`), ROUGE-L F1 against
   that continuation. l = min(`prompt_tokens` (32), n // 2) for a passage of n tokens, so a
   short passage keeps at least half of itself as the continuation to reproduce.
-- KnowMem on D_f and on D_r: greedy answers to QA pairs about the passages (QA prompt format,
-  at most `answer_tokens` new tokens), ROUGE-L recall against the true answers.
+- KnowMem on D_f and on D_r: greedy answers to QA pairs about the passages, scored against
+  the true answers; `knowmem` "muse" (default) as MUSE's authors compute it (in-context
+  examples, 32 new tokens, ROUGE-L F1 without stemming), "uldkit" with the model's QA prompt,
+  48 new tokens and ROUGE-L recall with stemming (`uldkit.eval.knowmem`).
 - PrivLeak = (AUC_model - AUC_retain) / AUC_retain, with AUC the Min-K% Prob (k = 0.4) ROC AUC
   of forget passages against holdout passages; near 0 is ideal, large negative means
   over-unlearned, large positive under-unlearned.
@@ -13,7 +15,8 @@
 Beside them (METRICS.md, "Other"): exact memorisation and extraction strength of the forget
 QA answers (teacher-forced, as in the TOFU summary) and of the VerbMem continuations given
 their prompts ("verbatim_"), and the fluency of the generated forget answers.
-ROUGE uses the `rouge-score` package with stemming. Output keeps MUSE's column order.
+VerbMem's ROUGE uses the `rouge-score` package with stemming. Output keeps MUSE's column
+order.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ import numpy as np
 from uldkit.data.documents import DocumentSplits, document_texts, leading_special_ids
 from uldkit.data.types import QAPair
 from uldkit.errors import DataError
+from uldkit.eval.knowmem import KNOWMEM_MUSE, check_knowmem_variant
+from uldkit.eval.knowmem import knowmem as knowmem_variant
 from uldkit.eval.memorisation import Memorisation, fluency, memorisation, qa_memorisation
 from uldkit.eval.mia import finite_or_none, mia_scores, roc_auc
 from uldkit.eval.rouge import rouge_l
-from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
+from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
 from uldkit.training.journal import JournalledStages
 
@@ -43,7 +48,8 @@ MUSE_COLUMNS = ("verbmem_forget", "knowmem_forget", "privleak", "knowmem_retain"
 class MuseSettings:
     prompt_tokens: int = 32
     max_continuation_tokens: int = 128
-    answer_tokens: int = 48
+    answer_tokens: int | None = None  # KnowMem: 32 (muse) or 48 (uldkit) when None
+    knowmem: str = KNOWMEM_MUSE
     min_k: float = 0.4
     batch_size: int = 8
     max_tokens: int = 512  # passages are cut to this many tokens for PrivLeak
@@ -138,18 +144,12 @@ def verbmem(
 
 def knowmem(
     lm: LanguageModel, pairs: Sequence[QAPair], settings: MuseSettings = MuseSettings(),
-    name: str = "knowmem",
+    name: str = "knowmem", examples: Sequence[QAPair] = (),
 ) -> tuple[float, list[dict]]:
-    """Mean ROUGE-L recall of greedy answers, and one record per QA pair."""
-    answers = generate_answers(lm, [p.question for p in pairs],
-                               GenerationSettings(max_new_tokens=settings.answer_tokens),
-                               settings.batch_size)
-    records = [
-        {"metric": name, "index": index, "question": pair.question, "answer": pair.answer,
-         "generated": answer, "rougeL_recall": rouge_l(answer, pair.answer).recall}
-        for index, (pair, answer) in enumerate(zip(pairs, answers))
-    ]
-    return _mean(r["rougeL_recall"] for r in records), records
+    """KnowMem (settings.knowmem's variant), and one record per QA pair."""
+    return knowmem_variant(lm, pairs, variant=settings.knowmem, examples=examples,
+                           answer_tokens=settings.answer_tokens,
+                           batch_size=settings.batch_size, name=name)
 
 
 def min_k_auc(
@@ -177,12 +177,15 @@ def evaluate_muse(
         raise DataError("MUSE needs forget and holdout passages")
     if not len(data.forget_qa) or not len(data.retain_qa):
         raise DataError("MUSE needs QA pairs about the forget and the retain passages")
+    check_knowmem_variant(settings.knowmem)
     stages = stages or JournalledStages(MUSE_STAGES)
     verb, verb_records = stages.run("verbmem", lambda: verbmem(lm, forget, settings))
     know_forget, forget_records = stages.run(
-        "knowmem_forget", lambda: knowmem(lm, data.forget_qa, settings, "knowmem_forget"))
+        "knowmem_forget", lambda: knowmem(lm, data.forget_qa, settings, "knowmem_forget",
+                                          data.forget_qa_icl))
     know_retain, retain_records = stages.run(
-        "knowmem_retain", lambda: knowmem(lm, data.retain_qa, settings, "knowmem_retain"))
+        "knowmem_retain", lambda: knowmem(lm, data.retain_qa, settings, "knowmem_retain",
+                                          data.retain_qa_icl))
     auc, scores = stages.run("min_k", lambda: _listed(min_k_auc(lm, forget, holdout, settings)))
     qa_scores = stages.run("forget_qa_memorisation", lambda: _listed(
         qa_memorisation(lm, data.forget_qa, settings.batch_size)))
@@ -200,7 +203,7 @@ def evaluate_muse(
         target_know = know_retain
     elif target_lm is not None:
         target_know, _ = stages.run("target_knowmem_retain", lambda: knowmem(
-            target_lm, data.retain_qa, settings, "knowmem_retain"))
+            target_lm, data.retain_qa, settings, "knowmem_retain", data.retain_qa_icl))
     utility = None
     if target_know is not None:
         utility = know_retain / target_know if target_know > 0 else None

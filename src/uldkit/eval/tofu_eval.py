@@ -4,8 +4,10 @@ Each of the four sets (forget split, `retain_perturbed`, `real_authors_perturbed
 `world_facts_perturbed`) is scored in two passes:
 
 - losses: every (question, answer) pair of the set - true answer, paraphrased answer, each
-  perturbed answer - goes into one `answer_scores` call, so batches are as full as they
-  can be; the values do not depend on batch size or padding side;
+  perturbed answer - goes into one `answer_scores` call; with `shared_prefix` (default)
+  each question's prompt runs once and its answers are scored from its cached keys and
+  values (`uldkit.models.prefix_scoring`); the values do not depend on batch size or
+  padding side;
 - greedy generation of the answer, stopped at EOS or the length cap, and its ROUGE-1 /
   ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU).
 
@@ -40,12 +42,14 @@ from typing import Any
 import numpy as np
 from rouge_score import rouge_scorer
 
-from uldkit.data.formatting import encode_prompt, fit_prompt, format_prompt
+from uldkit.data.formatting import encode_prompt, fit_prompt, format_prompt, strips_prompt_space
 from uldkit.data.sources import DataSource
 from uldkit.data.tofu import retain_split_for
 from uldkit.data.types import QADataset, QAPair
 from uldkit.errors import ConfigError, DataError, ModelError
 from uldkit.eval.memorisation import (
+    ES_OPENUNLEARNING,
+    check_es_definition,
     exact_memorisation_from_matches,
     extraction_strength_from_matches,
     qa_memorisation,
@@ -59,11 +63,14 @@ from uldkit.eval.tofu_log import (
     MEMORISATION_FIELDS,
     REAL_AUTHORS_SET,
     RETAIN_SET,
+    ROUGE_L_F1,
     WORLD_FACTS_SET,
     TofuLog,
+    answers_mismatch,
     columns_from_samples,
     sample_indices,
     save_tofu_log,
+    true_answers,
     validate_set_log,
     validate_tofu_log,
 )
@@ -136,6 +143,8 @@ def evaluate_tofu(
     resume: bool = False,
     show_progress: bool = True,
     model_name: str | None = None,
+    es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> tuple[TofuLog, TofuEvalSummary]:
     """Score `lm` on the four TOFU sets and aggregate (forget quality needs `retain_log`).
 
@@ -146,10 +155,11 @@ def evaluate_tofu(
         raise ConfigError("batch_size must be at least 1")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError("max_new_tokens must be at least 1")
+    check_es_definition(es_definition)
     name = model_name or getattr(lm, "name", type(lm).__name__)
     sets = tofu_eval_sets(source, forget_split)
     if retain_log is not None:
-        check_retain_log(retain_log, len(sets[FORGET_SET]))
+        check_retain_log(retain_log, sets[FORGET_SET])
     settings = {
         "data": source.location,
         **({"people": source.people, "data_seed": source.seed} if source.is_synthetic else {}),
@@ -160,6 +170,8 @@ def evaluate_tofu(
             else f"{TOFU_GENERATION_MAX_LENGTH} tokens of prompt and answer (TOFU)"
         ),
         "max_length": max_length,
+        "es_definition": es_definition,
+        "strip_prompt_space": strips_prompt_space(lm.tokenizer),
         "batch_size": batch_size,
         "padding_side": padding_side,
     }
@@ -178,7 +190,7 @@ def evaluate_tofu(
                 if key == FORGET_SET and not set(MEMORISATION_FIELDS) <= set(set_log):
                     # finished by a version without memorisation: add just that
                     set_log = {**set_log, **memorisation_columns(
-                        lm, data.pairs, batch_size, max_length)}
+                        lm, data.pairs, batch_size, max_length, es_definition)}
                     atomic_write_json(partial_dir / key,
                                       {"identity": identity, "set_log": set_log})
                 log[key] = set_log
@@ -201,7 +213,8 @@ def evaluate_tofu(
                 batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
                 padding_side=padding_side, on_progress=progress.advance, where=sets[key].name,
                 finished=finished[key], on_records=None if journal is None else journal.append,
-                memorisation=key == FORGET_SET,
+                memorisation=key == FORGET_SET, es_definition=es_definition,
+                shared_prefix=shared_prefix,
             )
             set_seconds[key] = time.perf_counter() - started
             if journal is not None:
@@ -244,6 +257,8 @@ def score_tofu_set(
     finished: Mapping[int, Mapping[str, Any]] | None = None,
     on_records: Callable[[dict[int, dict[str, Any]]], None] | None = None,
     memorisation: bool = False,
+    es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """One set's TOFU log: `{field: {index: value}}` with every field TOFU writes (with
     `memorisation`, also each true answer's exact memorisation and extraction strength).
@@ -266,7 +281,8 @@ def score_tofu_set(
             lm, pairs, todo, scorer, answer_as_paraphrase=answer_as_paraphrase,
             batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
             padding_side=padding_side, advance=advance, where=where,
-            memorisation=memorisation,
+            memorisation=memorisation, es_definition=es_definition,
+            shared_prefix=shared_prefix,
         )
         records.update(fresh)
         if on_records is not None:
@@ -274,28 +290,34 @@ def score_tofu_set(
     if memorisation:  # records finished by a version without memorisation
         older = {i: r for i, r in records.items() if EXACT_MEMORISATION not in r}
         if older:
-            records.update(_with_memorisation(lm, pairs, older, batch_size, max_length))
+            records.update(_with_memorisation(lm, pairs, older, batch_size, max_length,
+                                              es_definition))
+    if any(ROUGE_L_F1 not in record for record in records.values()):
+        # some records were finished by a version without it: a column must be complete
+        records = {i: {k: v for k, v in r.items() if k != ROUGE_L_F1} for i, r in records.items()}
     return columns_from_samples([records[i] for i in range(len(pairs))])
 
 
 def _with_memorisation(
     lm: LanguageModel, pairs: Sequence[QAPair], records: Mapping[int, Mapping[str, Any]],
-    batch_size: int, max_length: int,
+    batch_size: int, max_length: int, es_definition: str,
 ) -> dict[int, dict[str, Any]]:
     """The records with the exact memorisation and extraction strength of their answers."""
     indices = list(records)
-    scores = qa_memorisation(lm, [pairs[i] for i in indices], batch_size, max_length)
+    scores = qa_memorisation(lm, [pairs[i] for i in indices], batch_size, max_length,
+                             es_definition)
     return {i: {**records[i], EXACT_MEMORISATION: float(em), EXTRACTION_STRENGTH: float(es)}
             for i, em, es in zip(indices, scores.exact_memorisation,
                                  scores.extraction_strength)}
 
 
 def memorisation_columns(
-    lm: LanguageModel, pairs: Sequence[QAPair], batch_size: int = 16, max_length: int = 512
+    lm: LanguageModel, pairs: Sequence[QAPair], batch_size: int = 16, max_length: int = 512,
+    es_definition: str = ES_OPENUNLEARNING,
 ) -> dict[str, dict[str, float]]:
     """Per-sample exact memorisation and extraction strength of the true answers (given
     the question prompt, answer + EOS as trained), as log columns."""
-    scores = qa_memorisation(lm, pairs, batch_size, max_length)
+    scores = qa_memorisation(lm, pairs, batch_size, max_length, es_definition)
     return {
         EXACT_MEMORISATION: {str(i): float(v) for i, v in enumerate(scores.exact_memorisation)},
         EXTRACTION_STRENGTH: {str(i): float(v)
@@ -317,6 +339,8 @@ def _score_samples(
     advance: Callable[[float], None],
     where: str,
     memorisation: bool = False,
+    es_definition: str = ES_OPENUNLEARNING,
+    shared_prefix: bool = True,
 ) -> dict[int, dict[str, Any]]:
     """The TOFU records `{index: {field: value}}` of the samples `indices` of `pairs`; with
     `memorisation`, EM and ES of the true answers come from the same scoring pass."""
@@ -339,6 +363,7 @@ def _score_samples(
     scored = answer_scores(
         lm, questions, answers, batch_size, max_length, padding_side,
         on_batch=lambda n: advance(n * share), greedy_matches=memorisation,
+        shared_prefix=shared_prefix,
     )
     sums, counts = scored.sums, scored.counts
     if not np.isfinite(sums).all():
@@ -369,6 +394,7 @@ def _score_samples(
                                pair.answer],
             "rouge1_recall": float(rouge["rouge1"].recall),
             "rougeL_recall": float(rouge["rougeL"].recall),
+            ROUGE_L_F1: float(rouge["rougeL"].fmeasure),
             "average_perturb_loss": perturb_means,
             "avg_paraphrased_loss": float(means[paraphrased[i]]),
             "truth_ratio": _stored_truth_ratio(means[paraphrased[i]] - np.mean(perturb_means)),
@@ -386,7 +412,8 @@ def _score_samples(
         if memorisation:
             matches = scored.greedy_matches[gt[i]]
             record[EXACT_MEMORISATION] = exact_memorisation_from_matches(matches)
-            record[EXTRACTION_STRENGTH] = extraction_strength_from_matches(matches)
+            record[EXTRACTION_STRENGTH] = extraction_strength_from_matches(
+                matches, es_definition)
         samples[i] = record
     return samples
 
@@ -457,15 +484,24 @@ def _check_pairs(pairs: Sequence[QAPair], answer_as_paraphrase: bool, where: str
         )
 
 
-def check_retain_log(retain_log: Mapping[str, Any], forget_size: int) -> None:
-    """DataError unless `retain_log` has a valid forget set of `forget_size` samples."""
+def check_retain_log(retain_log: Mapping[str, Any], forget: int | QADataset) -> None:
+    """DataError unless `retain_log` has a valid forget set of the forget split's size (and,
+    given the split's data and a log with the answers, of its questions)."""
     validate_tofu_log(retain_log, "retain log", required_sets=(FORGET_SET,))
+    forget_size = forget if isinstance(forget, int) else len(forget)
     size = len(sample_indices(retain_log[FORGET_SET]))
     if size != forget_size:
         raise DataError(
             f"the retain log's forget set has {size} samples but this forget split has "
             f"{forget_size}: it was made for another split"
         )
+    logged = true_answers(retain_log[FORGET_SET])
+    if logged is not None and not isinstance(forget, int):
+        mismatch = answers_mismatch(
+            {str(i): pair.answer for i, pair in enumerate(forget.pairs)}, logged)
+        if mismatch is not None:
+            raise DataError(f"the retain log holds other questions than forget split "
+                            f"{forget.name}: {mismatch}")
 
 
 def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, Any] | None:

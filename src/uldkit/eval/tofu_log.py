@@ -18,6 +18,7 @@ question tokens not scored; "sum" fields are the total over answer tokens):
 - `average_perturb_loss`   [L(perturbed answer i | question) for each i]          required
 - `rougeL_recall`          ROUGE-L recall of the greedy answer vs the true answer required
 - `rouge1_recall`          ROUGE-1 recall of the same
+- `rougeL_f1`              ROUGE-L F1 of the same (logs read from OpenUnlearning)
 - `generated_text`         [prompt, generated answer, true answer]
 - `gt_loss`, `paraphrased_loss`, `perturb_loss` (list): the same losses summed over tokens
 - `num_token_gt`, `num_token_paraphrased`, `num_token_perturb` (list): answer token counts
@@ -53,6 +54,7 @@ AVG_PARAPHRASED_LOSS = "avg_paraphrased_loss"
 AVERAGE_PERTURB_LOSS = "average_perturb_loss"
 ROUGE_L_RECALL = "rougeL_recall"
 ROUGE_1_RECALL = "rouge1_recall"
+ROUGE_L_F1 = "rougeL_f1"  # OpenUnlearning's logs hold it
 GENERATED_TEXT = "generated_text"
 GT_LOSS = "gt_loss"
 PARAPHRASED_LOSS = "paraphrased_loss"
@@ -76,6 +78,7 @@ FIELD_KINDS = {
     AVERAGE_PERTURB_LOSS: "loss_list",
     ROUGE_L_RECALL: "fraction",
     ROUGE_1_RECALL: "fraction",
+    ROUGE_L_F1: "fraction",
     GENERATED_TEXT: "text_list",
     GT_LOSS: "loss",
     PARAPHRASED_LOSS: "loss",
@@ -92,7 +95,7 @@ FIELD_KINDS = {
 # The fields a complete log from our scorer holds, per set (the forget set adds
 # MEMORISATION_FIELDS).
 SCORER_FIELDS = tuple(field for field in FIELD_KINDS
-                      if field not in (NORMALIZED_GT_LOSS, *MEMORISATION_FIELDS))
+                      if field not in (NORMALIZED_GT_LOSS, ROUGE_L_F1, *MEMORISATION_FIELDS))
 
 TofuLog = dict[str, dict[str, dict[str, Any]]]
 
@@ -108,8 +111,8 @@ def load_tofu_log(path: str | os.PathLike, required_sets: Sequence[str] = SET_KE
     if source.is_dir():
         aggregated = source / AGGREGATED_FILE
         if aggregated.is_file():
-            return validate_tofu_log(_read_json(aggregated), str(aggregated), required_sets)
-        log = {key: _read_json(source / key) for key in SET_KEYS if (source / key).is_file()}
+            return validate_tofu_log(read_json(aggregated), str(aggregated), required_sets)
+        log = {key: read_json(source / key) for key in SET_KEYS if (source / key).is_file()}
         missing = [key for key in required_sets if key not in log]
         if missing:
             raise DataError(
@@ -118,7 +121,7 @@ def load_tofu_log(path: str | os.PathLike, required_sets: Sequence[str] = SET_KE
         return validate_tofu_log(log, str(source), required_sets)
     if not source.exists():
         raise DataError(f"{source}: TOFU log not found")
-    return validate_tofu_log(_read_json(source), str(source), required_sets)
+    return validate_tofu_log(read_json(source), str(source), required_sets)
 
 
 def save_tofu_log(log: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -199,7 +202,37 @@ def first_difference(left: Iterable[str], right: Iterable[str]) -> str | None:
     return min(differing, key=int) if differing else None
 
 
-def _read_json(path: Path) -> Any:
+def true_answers(set_log: Mapping[str, Any]) -> dict[str, str] | None:
+    """The true answer of each sample (third item of `generated_text`), or None if absent."""
+    texts = set_log.get(GENERATED_TEXT)
+    if not isinstance(texts, Mapping) or any(len(t) < 3 for t in texts.values()):
+        return None
+    return {index: text[2] for index, text in texts.items()}
+
+
+# Share of samples whose answers may differ and the logs still count as the same questions:
+# an answer decoded back from token ids (OpenUnlearning's) may differ in spacing or in a
+# character its tokenizer cannot spell.
+ANSWER_MISMATCH_TOLERANCE = 0.1
+
+
+def answers_mismatch(ours: Mapping[str, str], theirs: Mapping[str, str]) -> str | None:
+    """None when two sets of true answers (by sample index) are the same questions; else a
+    description of how they differ. Whitespace is ignored."""
+    shared = sorted(set(ours) & set(theirs), key=int)
+
+    def squeeze(text: str) -> str:
+        return "".join(text.split())
+
+    differing = [i for i in shared if squeeze(ours[i]) != squeeze(theirs[i])]
+    if len(differing) <= ANSWER_MISMATCH_TOLERANCE * len(shared):
+        return None
+    first = differing[0]
+    return (f"{len(differing)} of {len(shared)} true answers differ (first: sample {first}, "
+            f"{_kind(ours[first])} vs {_kind(theirs[first])})")
+
+
+def read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

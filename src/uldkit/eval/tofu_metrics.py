@@ -10,6 +10,12 @@ Beyond TOFU (METRICS.md, "Other"), from the forget set when its log has them: th
 memorisation and extraction strength of the true answers, and the fluency of the generated
 answers (`uldkit.eval.memorisation.fluency`). A log without them (e.g. the TOFU authors')
 gives None.
+
+Two sets of formulas (`formulas`): "tofu" (the TOFU authors' code, in log space where
+probabilities would underflow) and "openunlearning" (OpenUnlearning's code: the same
+definitions with its 1e-10 guards, P / (P + sum_i P_i + 1e-10) and 1/R = P_perturbed /
+(P_paraphrased + 1e-10)), which reproduces its summaries to ~1e-11 where "tofu" differs by
+~1e-8.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import hmean, ks_2samp
 
-from uldkit.errors import DataError
+from uldkit.errors import ConfigError, DataError
 from uldkit.eval.memorisation import fluency
 from uldkit.eval.tofu_log import (
     AVERAGE_PERTURB_LOSS,
@@ -36,8 +42,10 @@ from uldkit.eval.tofu_log import (
     RETAIN_SET,
     ROUGE_L_RECALL,
     WORLD_FACTS_SET,
+    answers_mismatch,
     first_difference,
     sample_indices,
+    true_answers,
     validate_tofu_log,
 )
 
@@ -48,6 +56,11 @@ SET_NAMES = {
     REAL_AUTHORS_SET: "real_authors",
     WORLD_FACTS_SET: "world_facts",
 }
+TOFU = "tofu"
+OPENUNLEARNING = "openunlearning"
+FORMULAS = (TOFU, OPENUNLEARNING)
+_GUARD = 1e-10  # OpenUnlearning's
+
 # Sets whose Prob. is normalised over the true and perturbed answers.
 _NORMALISED_PROB_SETS = (REAL_AUTHORS_SET, WORLD_FACTS_SET)
 
@@ -91,11 +104,22 @@ def truth_ratios(set_log: Mapping[str, Any]) -> np.ndarray:
         return np.exp(perturbed - column(set_log, AVG_PARAPHRASED_LOSS))
 
 
-def answer_probs(set_log: Mapping[str, Any], normalised: bool) -> np.ndarray:
+def openunlearning_truth_scores(set_log: Mapping[str, Any]) -> np.ndarray:
+    """OpenUnlearning's per-sample truth ratio: P(perturbed) / (P(paraphrased) + 1e-10)."""
+    perturbed = np.exp(-column(set_log, AVERAGE_PERTURB_LOSS).mean(axis=-1))
+    return perturbed / (np.exp(-column(set_log, AVG_PARAPHRASED_LOSS)) + _GUARD)
+
+
+def answer_probs(
+    set_log: Mapping[str, Any], normalised: bool, formulas: str = TOFU
+) -> np.ndarray:
     """Prob. per sample: P(answer), or P(answer) / (P(answer) + sum_i P(perturbed_i))."""
     true_loss = column(set_log, AVG_GT_LOSS)
     if not normalised:
         return np.exp(-true_loss)
+    if formulas == OPENUNLEARNING:
+        probs = np.exp(-true_loss)
+        return probs / (probs + np.exp(-column(set_log, AVERAGE_PERTURB_LOSS)).sum(-1) + _GUARD)
     # In log space: the probabilities themselves underflow to 0 / 0 for losses above ~745
     # (a model that filters tokens scores them -1000).
     log_probs = -np.concatenate([true_loss[:, None], column(set_log, AVERAGE_PERTURB_LOSS)], -1)
@@ -110,13 +134,27 @@ def truth_ratio_score(ratios: np.ndarray, is_forget: bool) -> float:
         return float(np.mean(np.maximum(0.0, 1.0 - 1.0 / ratios)))
 
 
-def set_figures(set_log: Mapping[str, Any], set_key: str) -> dict[str, float]:
+def openunlearning_truth_ratio_score(scores: np.ndarray, is_forget: bool) -> float:
+    """Truth Ratio from OpenUnlearning's scores s = 1/R, with its guard."""
+    if is_forget:
+        return float(np.mean(np.minimum(scores, 1.0 / (scores + _GUARD))))
+    return float(np.mean(np.maximum(0.0, 1.0 - scores)))
+
+
+def set_figures(
+    set_log: Mapping[str, Any], set_key: str, formulas: str = TOFU
+) -> dict[str, float]:
     """Prob., ROUGE and Truth Ratio of one set, keyed `<set>_prob`, `<set>_rouge`, ..."""
     name = SET_NAMES[set_key]
+    is_forget = set_key == FORGET_SET
+    truth_ratio = (
+        openunlearning_truth_ratio_score(openunlearning_truth_scores(set_log), is_forget)
+        if formulas == OPENUNLEARNING else truth_ratio_score(truth_ratios(set_log), is_forget))
+    normalised = set_key in _NORMALISED_PROB_SETS
     return {
-        f"{name}_prob": float(np.mean(answer_probs(set_log, set_key in _NORMALISED_PROB_SETS))),
+        f"{name}_prob": float(np.mean(answer_probs(set_log, normalised, formulas))),
         f"{name}_rouge": float(np.mean(column(set_log, ROUGE_L_RECALL))),
-        f"{name}_truth_ratio": truth_ratio_score(truth_ratios(set_log), set_key == FORGET_SET),
+        f"{name}_truth_ratio": truth_ratio,
     }
 
 
@@ -143,18 +181,28 @@ def forget_quality(
             f"forget set sample indices differ between the log and the retain log: "
             f"first mismatching index {mismatch!r} (only in {holder})"
         )
+    ours, theirs = true_answers(model_forget), true_answers(retain_forget)
+    if ours is not None and theirs is not None:
+        mismatch = answers_mismatch(ours, theirs)
+        if mismatch is not None:
+            raise DataError(f"the retain log holds other forget questions than the log: "
+                            f"{mismatch}")
     result = ks_2samp(truth_ratios(model_forget), truth_ratios(retain_forget))
     return float(result.pvalue), float(result.statistic)
 
 
 def aggregate_tofu(
-    log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = None
+    log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = None,
+    formulas: str = TOFU,
 ) -> TofuSummary:
-    """All TOFU figures of a log; forget quality and KS statistic need the retain model's log."""
+    """All TOFU figures of a log; forget quality and KS statistic need the retain model's log.
+    `formulas`: "tofu" or "openunlearning" (module docstring)."""
+    if formulas not in FORMULAS:
+        raise ConfigError(f"formulas must be one of {', '.join(FORMULAS)}, not {formulas!r}")
     validate_tofu_log(log, "log")
     figures: dict[str, float] = {}
     for set_key in SET_NAMES:
-        figures.update(set_figures(log[set_key], set_key))
+        figures.update(set_figures(log[set_key], set_key, formulas))
     utility_inputs = [
         value for name, value in figures.items() if not name.startswith(SET_NAMES[FORGET_SET])
     ]

@@ -2,7 +2,9 @@
 
 Evaluation, reports and the server only use `LanguageModel`: per-position next-token scores
 for a padded batch, and incremental decoding with a KV cache. `CausalLM` wraps a plain
-Hugging Face model; ULD and offset unlearning provide their own implementations.
+Hugging Face model; ULD and offset unlearning provide their own implementations. A model may
+also offer `continuation_logits` (scores of continuations of shared prompts, from the
+prompts' cached keys and values; `uldkit.models.prefix_scoring`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.collate import position_ids_from_mask
 from uldkit.models.cache_api import cache_argument
+from uldkit.models.prefix_scoring import cached_continuation_logits
 
 
 class Decoding(Protocol):
@@ -94,3 +97,11 @@ class CausalLM:
 
     def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Decoding:
         return CachedDecoding(self.model, input_ids, attention_mask)
+
+    def continuation_logits(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor,
+        continuation_ids: torch.Tensor, continuation_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores of continuations of shared prompts (`uldkit.models.prefix_scoring`)."""
+        return cached_continuation_logits(self.model, prompt_ids, prompt_mask, rows,
+                                          continuation_ids, continuation_mask)

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from uldkit.models.lm import Decoding
+from uldkit.models.prefix_scoring import continuation_logits
 
 # Member scores (each [..., vocab], in member order) -> combined scores [..., vocab].
 CombineScores = Callable[[Sequence[torch.Tensor]], torch.Tensor]
@@ -72,3 +73,11 @@ class LogitCombination:
     ) -> CombinedDecoding:
         parts = [m.start_decoding(input_ids, attention_mask) for m in self.members]
         return CombinedDecoding(parts, self.combine)
+
+    def continuation_logits(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor,
+        continuation_ids: torch.Tensor, continuation_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Each member's shared-prefix scores (`uldkit.models.prefix_scoring`), combined."""
+        arguments = (prompt_ids, prompt_mask, rows, continuation_ids, continuation_mask)
+        return self.combine([continuation_logits(m, *arguments) for m in self.members])

@@ -141,6 +141,12 @@ class LogitDifferenceModel(LogitCombination):
             return super().start_decoding(input_ids, attention_mask)
         return self._paired.start_decoding(input_ids, attention_mask)
 
+    def continuation_logits(self, *arguments: torch.Tensor) -> torch.Tensor:
+        """Shared-prefix scores (`uldkit.models.prefix_scoring`), from the paired pass."""
+        if self._paired is None:
+            return super().continuation_logits(*arguments)
+        return self._paired.continuation_logits(*arguments)
+
     @property
     def target(self) -> CausalLM:
         """The target model alone (adapters off), as a `LanguageModel`."""
