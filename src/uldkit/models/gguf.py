@@ -84,11 +84,10 @@ def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     model, tokenizer = _load_with_transformers(source, architecture, metadata)
     _carry_stop_ids(model, tokenizer, metadata)
 
-    from uldkit.models.loading import save_model
-
     staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, tokenizer, staging)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
     _drop_tokens_past(staging, model.get_input_embeddings().num_embeddings)
     (staging / SOURCE_RECORD).write_text(json.dumps({
         "file": str(source.resolve()), "architecture": architecture,
