@@ -24,7 +24,7 @@ from uldkit.methods.editing import (
     sequence_logprob,
 )
 from uldkit.methods.registry import register
-from uldkit.training.losses import forward_logits
+from uldkit.training.losses import answer_logits
 from uldkit.training.trainer import Batch, LossTerm
 
 # Zhang et al. (2024) and OpenUnlearning's configs/trainer/NPO.yaml: beta 0.1, both weights 1;
@@ -49,8 +49,9 @@ class _NPOBase(WeightEditingMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         stream = batch["forget"]
-        logprob = sequence_logprob(forward_logits(model, stream), stream["labels"])
-        ref_logprob = sequence_logprob(self.reference_logits(stream), stream["labels"])
+        logits, labels = answer_logits(model, stream)
+        logprob = sequence_logprob(logits, labels)
+        ref_logprob = sequence_logprob(self.reference_logits(stream), labels)
         per_sample = npo_loss(logprob, ref_logprob, self.hyperparameters["beta"])
         return {"forget": LossTerm(per_sample.sum(), self.hyperparameters["forget_weight"])}
 
