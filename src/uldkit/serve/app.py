@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from uldkit.data.formatting import answer_stop_texts
 from uldkit.models.generation import GenerationSettings
 from uldkit.models.lm import LanguageModel
 from uldkit.serve.engine import BatchEngine, Failed, Finished, Job, Piece
@@ -114,8 +115,8 @@ def create_app(
             top_p=params.top_p, seed=params.seed,
         )
         job = engine.submit(Job(lm=lm, group=(served.name, params.alpha, params.tau),
-                                prompt_ids=prompt_ids, settings=settings, stops=params.stop,
-                                strip=chat))
+                                prompt_ids=prompt_ids, settings=settings,
+                                stops=_stops(served, params, chat), strip=chat))
         reply = Reply(chat=chat, model=served.name, prompt_tokens=len(prompt_ids))
         events = job.events()
         try:
@@ -198,6 +199,13 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "the request body is not valid JSON") from None
+
+
+def _stops(served: ServedModel, params: CompletionParams, chat: bool) -> tuple[str, ...]:
+    """The request's stop strings; a chat answer in the plain QA format (a model without a
+    chat template) also ends where it runs on into a next "Question:"."""
+    extra = answer_stop_texts(served.tokenizer) if chat else ()
+    return tuple(dict.fromkeys((*params.stop, *extra)))
 
 
 def _fit_max_tokens(
