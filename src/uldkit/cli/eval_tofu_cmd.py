@@ -129,8 +129,11 @@ def _label(model: Path, alpha: float | None, tau: float | None) -> str:
 
 
 def _is_model_dir(path: Path) -> bool:
+    from uldkit.models.gguf import is_gguf_path
     from uldkit.training.run_dir import MANIFEST_NAME
 
+    if is_gguf_path(path) and path.is_file():
+        return True
     return path.is_dir() and ((path / "config.json").is_file() or (path / MANIFEST_NAME).is_file())
 
 
