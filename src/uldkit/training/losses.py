@@ -9,7 +9,10 @@ is most of a step's memory.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+from transformers import PreTrainedModel
 
 from uldkit.data.collate import token_nll
 from uldkit.data.formatting import IGNORE_INDEX
@@ -58,19 +61,32 @@ def _logits_at(
 ) -> torch.Tensor:
     inputs = dict(input_ids=stream["input_ids"], attention_mask=stream["attention_mask"],
                   position_ids=stream["position_ids"])
-    if type(model) not in _NO_LOGITS_TO_KEEP:
+    if _takes_index_tensor(model):
         try:
             logits = model(**inputs, logits_to_keep=positions).logits
         except TypeError as err:
             if "logits_to_keep" not in str(err):
                 raise
-            _NO_LOGITS_TO_KEEP.add(type(model))
+            _NO_LOGITS_TO_KEEP.add(type(_inner(model)))
         else:
             if logits.shape[1] == positions.numel():
                 return logits
-            _NO_LOGITS_TO_KEEP.add(type(model))  # took the argument but kept every position
+            _NO_LOGITS_TO_KEEP.add(type(_inner(model)))  # took the argument but kept every position
             return logits[:, positions]
     return model(**inputs).logits[:, positions]
+
+
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _takes_index_tensor(model: torch.nn.Module) -> bool:
+    """A transformers model (bare or under PEFT) whose forward takes `logits_to_keep`; other
+    modules (ULD's assistant, ensembles) may read the argument as a count, so they get none."""
+    inner = _inner(model)
+    if not isinstance(inner, PreTrainedModel) or type(inner) in _NO_LOGITS_TO_KEEP:
+        return False
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def stream_token_nll(
