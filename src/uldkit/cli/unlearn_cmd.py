@@ -49,6 +49,8 @@ def unlearn_command(
     lr: float = typer.Option(None, "--lr", help="Default: the method's own."),
     batch_size: int = typer.Option(None, "--batch-size", min=1),
     grad_accum: int = typer.Option(None, "--grad-accum", min=1),
+    max_steps: int = typer.Option(None, "--max-steps", min=1,
+                                  help="Stop after this many optimizer steps."),
     max_length: int = typer.Option(128, "--max-length", min=8),
     checkpoint_every: int = typer.Option(
         None, "--checkpoint-every", min=1, help="Checkpoint every N steps (default: each epoch)."),
@@ -84,7 +86,7 @@ def unlearn_command(
         hyperparameters["assistant"] = str(assistant)
     overrides = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("grad_accum", grad_accum),
-        ("seed", seed), ("checkpoint_every", checkpoint_every),
+        ("seed", seed), ("checkpoint_every", checkpoint_every), ("max_steps", max_steps),
     ) if value is not None}
     config = UnlearnConfig(
         method=method_cls.name, model=model, out=str(out), data=data, forget=forget,
