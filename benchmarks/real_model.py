@@ -111,7 +111,30 @@ def write_data(tofu_dir: Path, out: Path) -> tuple[list[dict], list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "forget10.json").write_text(json.dumps(forget, indent=1))
     (out / "retain90.json").write_text(json.dumps(kept + facts, indent=1))
+    write_augmentation(forget, kept, out / "aug" / "forget10")
     return forget, kept[:RETAIN_EVAL_EACH] + facts[:RETAIN_EVAL_EACH]
+
+
+def write_augmentation(forget: list[dict], kept: list[dict], out: Path) -> None:
+    """ULD's training augmentation in TOFU's CSV layout. TOFU ships none for these sets, so:
+    paraphrases restate each answer in two fixed sentence frames, and wrong answers are the
+    answers of three retained real-author questions (never the evaluation's perturbed ones,
+    which the loader drops anyway)."""
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "paraphrase_res.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        for row in forget:
+            answers = [f"The answer is {row['answer']}.", f"It is {row['answer']}."]
+            writer.writerow([row["question"], row["answer"], repr([row["question"]] * 2),
+                             repr(answers)])
+    with open(out / "perturb_res.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        for index, row in enumerate(forget):
+            others = [kept[(4 * index + k) % len(kept)]["answer"] for k in range(3)]
+            wrong = [a for a in others if a not in row["perturbed_answer"]]
+            writer.writerow([row["question"], row["answer"], row["question"], repr(wrong)])
 
 
 # ---- 3. one child process per run ------------------------------------------------------------
