@@ -171,6 +171,10 @@ def _label(model: Path, alpha: float | None, tau: float | None) -> str:
 
 
 def _is_model_dir(path: Path) -> bool:
+    from uldkit.models.gguf import is_gguf_path
+
+    if is_gguf_path(path) and path.is_file():
+        return True
     return path.is_dir() and ((path / "config.json").is_file() or RunDir(path).manifest.is_file())
 
 

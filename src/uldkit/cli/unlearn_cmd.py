@@ -50,6 +50,8 @@ def unlearn_command(
     lr: float = options.training_option("lr", None, "--lr", METHOD_DEFAULT),
     batch_size: int = options.training_option("batch_size", None, "--batch-size", METHOD_DEFAULT),
     grad_accum: int = options.training_option("grad_accum", None, "--grad-accum", METHOD_DEFAULT),
+    max_steps: int = typer.Option(None, "--max-steps", min=1,
+                                  help="Stop after this many optimizer steps."),
     max_length: int = typer.Option(128, "--max-length", min=8),
     checkpoint_every: int = options.training_option(
         "checkpoint_every", None, "--checkpoint-every", "Default: each epoch."),
@@ -86,7 +88,7 @@ def unlearn_command(
         hyperparameters["assistant"] = str(assistant)
     overrides = {name: value for name, value in (
         ("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("grad_accum", grad_accum),
-        ("seed", seed), ("checkpoint_every", checkpoint_every),
+        ("seed", seed), ("checkpoint_every", checkpoint_every), ("max_steps", max_steps),
     ) if value is not None}
     config = UnlearnConfig(
         method=method_cls.name, model=model, out=str(out), data=data, forget=forget,

@@ -16,6 +16,9 @@ QA_TEMPLATE = "Question: {question}\nAnswer:"
 # Set on a tokenizer (`strip_prompt_space`): rendered prompts lose their trailing spaces.
 _STRIP_ATTRIBUTE = "uldkit_strip_prompt_space"
 _WARNED_TEMPLATES: set[str] = set()
+# Where a plain-format answer has run on into the next question the model imagines.
+QA_STOP_TEXT = "\nQuestion:"
+_ANSWER_MARK = "ANSWER-END-MARK"
 
 
 def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
@@ -72,6 +75,48 @@ def _warn_if_space_ending(tokenizer: PreTrainedTokenizerBase, ids: list[int]) ->
     )
 
 
+def answer_stop_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Text that ends an answer in the prompt format the tokenizer gets: the plain QA format's
+    next "Question:"; a chat template ends its turn with a token instead."""
+    return () if getattr(tokenizer, "chat_template", None) else (QA_STOP_TEXT,)
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token the chat template writes right after an assistant's answer
+    (<end_of_turn>, <|eot_id|>, <|im_end|>, ...), or None without a template or such token."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None
+    key = (id(tokenizer), len(tokenizer), str(template))
+    if key not in _END_OF_TURN:
+        _END_OF_TURN[key] = _find_end_of_turn(tokenizer)
+    return _END_OF_TURN[key]
+
+
+_END_OF_TURN: dict[tuple[int, int, str], int | None] = {}
+
+
+def _find_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": _ANSWER_MARK}],
+            tokenize=False)
+    except Exception:  # a template's own checks (jinja2 errors): it names no end of turn
+        return None
+    if not isinstance(text, str) or _ANSWER_MARK not in text:
+        return None
+    after = text[text.rindex(_ANSWER_MARK) + len(_ANSWER_MARK):].lstrip(" ")
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return ids[0] if ids and ids[0] in special else None
+
+
+def answer_end_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The token a training answer ends with: the template's end of turn, else EOS."""
+    eot = end_of_turn_id(tokenizer)
+    return eot if eot is not None else tokenizer.eos_token_id
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
@@ -106,7 +151,8 @@ def encode_qa(
     max_length: int = 512,
     prompt_ids: list[int] | None = None,
 ) -> Encoded:
-    """Prompt ids then answer ids + EOS; labels are -100 on the prompt.
+    """Prompt ids then answer ids + the end token (the chat template's end of turn, else EOS);
+    labels are -100 on the prompt.
 
     Prompt and answer are tokenized separately so the boundary is exact whatever the
     tokenizer merges. Too-long pairs are cut from the answer's end, with a warning.
@@ -117,8 +163,9 @@ def encode_qa(
     if prompt_ids is None:
         prompt_ids = encode_prompt(tokenizer, question)
     answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    end_id = answer_end_id(tokenizer)
+    if end_id is not None:
+        answer_ids = answer_ids + [end_id]
     if len(prompt_ids) >= max_length:
         warnings.warn(
             f"question of {len(prompt_ids)} tokens exceeds max_length {max_length}; "

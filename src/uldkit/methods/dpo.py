@@ -27,7 +27,7 @@ from uldkit.methods.editing import (
 )
 from uldkit.methods.hyperparameters import ForgetWeighted, RetainWeighted, param
 from uldkit.methods.registry import register
-from uldkit.training.losses import forward_logits, stream_token_nll
+from uldkit.training.losses import answer_logits, stream_token_nll
 from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 _TOFU_PAPER = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
@@ -75,11 +75,13 @@ class DPO(_RefusalMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         win, lose = batch["idk"], batch["forget"]
+        win_logits, win_labels = answer_logits(model, win)
+        lose_logits, lose_labels = answer_logits(model, lose)
         per_pair = dpo_loss(
-            sequence_logprob(forward_logits(model, win), win["labels"]),
-            sequence_logprob(self.reference_logits(win), win["labels"]),
-            sequence_logprob(forward_logits(model, lose), lose["labels"]),
-            sequence_logprob(self.reference_logits(lose), lose["labels"]),
+            sequence_logprob(win_logits, win_labels),
+            sequence_logprob(self.reference_logits(win), win_labels),
+            sequence_logprob(lose_logits, lose_labels),
+            sequence_logprob(self.reference_logits(lose), lose_labels),
             self.params.beta,
         )
         return {"forget": LossTerm(per_pair.sum(), self.params.forget_weight)}

@@ -29,7 +29,7 @@ from uldkit.methods.hyperparameters import (
     RetainWeighted,
 )
 from uldkit.models.loading import save_model
-from uldkit.training.losses import forward_logits
+from uldkit.training.losses import answer_logits
 from uldkit.training.run_dir import RunDir
 from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
 
@@ -165,16 +165,17 @@ class WeightEditingMethod(UnlearningMethod):
     def retain_term(self, model: torch.nn.Module, stream: dict[str, torch.Tensor]) -> LossTerm:
         weight = self.params.retain_weight
         if self.retain_loss == "nll":
-            nll, _ = token_nll(forward_logits(model, stream), stream["labels"])
+            nll, _ = token_nll(*answer_logits(model, stream))
             return LossTerm(nll.sum(), weight)
-        kl, _ = token_kl(self.reference_logits(stream), forward_logits(model, stream),
-                         stream["labels"])
+        logits, labels = answer_logits(model, stream)
+        kl, _ = token_kl(self.reference_logits(stream), logits, labels)
         return LossTerm(kl.sum(), weight)
 
     @torch.no_grad()
     def reference_logits(self, stream: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference model's logits at the scored positions, laid out as `answer_logits`."""
         assert self.reference is not None, "this method was planned without a reference model"
-        return forward_logits(self.reference, stream)
+        return answer_logits(self.reference, stream)[0]
 
     # ---- saving --------------------------------------------------------------------------
     def save(

@@ -26,7 +26,7 @@ from uldkit.methods.editing import (
 )
 from uldkit.methods.hyperparameters import ForgetWeighted, RetainWeighted, param
 from uldkit.methods.registry import register
-from uldkit.training.losses import forward_logits
+from uldkit.training.losses import answer_logits
 from uldkit.training.trainer import Batch, LossTerm
 
 
@@ -60,8 +60,9 @@ class _NPOBase(WeightEditingMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         stream = batch["forget"]
-        logprob = sequence_logprob(forward_logits(model, stream), stream["labels"])
-        ref_logprob = sequence_logprob(self.reference_logits(stream), stream["labels"])
+        logits, labels = answer_logits(model, stream)
+        logprob = sequence_logprob(logits, labels)
+        ref_logprob = sequence_logprob(self.reference_logits(stream), labels)
         per_sample = npo_loss(logprob, ref_logprob, self.params.beta)
         return {"forget": LossTerm(per_sample.sum(), self.params.forget_weight)}
 

@@ -34,7 +34,7 @@ from uldkit.methods.base import TrainingPlan, UnlearnData
 from uldkit.methods.editing import WeightEditingMethod, frozen_copy
 from uldkit.methods.hyperparameters import Hyperparameters, param
 from uldkit.methods.registry import register
-from uldkit.training.losses import forward_logits
+from uldkit.training.losses import answer_logits
 from uldkit.training.trainer import Batch, LossTerm, StreamData
 
 MLP_OUTPUT_NAMES = ("mlp.down_proj.", "mlp.c_proj.", "mlp.fc2.", "mlp.dense_4h_to_h.")
@@ -69,7 +69,7 @@ def layer_output(
 
     handle = layer.register_forward_hook(keep)
     try:
-        forward_logits(model, stream)
+        answer_logits(model, stream)  # run for the hook; the head runs on answers only
     finally:
         handle.remove()
     return captured[0]

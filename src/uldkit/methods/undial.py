@@ -25,7 +25,7 @@ from uldkit.data.formatting import IGNORE_INDEX
 from uldkit.methods.editing import WeightEditingMethod
 from uldkit.methods.hyperparameters import RetainWeighted, param
 from uldkit.methods.registry import register
-from uldkit.training.losses import forward_logits
+from uldkit.training.losses import answer_logits
 from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 
 
@@ -71,10 +71,11 @@ class UNDIAL(WeightEditingMethod):
 
     def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         stream = batch["forget"]
-        labels = stream["labels"][:, 1:]
+        logits, labels = answer_logits(model, stream)
+        labels = labels[:, 1:]
         mask = labels != IGNORE_INDEX
         targets = undial_targets(self.reference_logits(stream)[:, :-1],
                                  labels.masked_fill(~mask, 0), self.params.strength)
-        per_token = soft_cross_entropy(forward_logits(model, stream)[:, :-1], targets)
+        per_token = soft_cross_entropy(logits[:, :-1], targets)
         total = torch.where(mask, per_token, torch.zeros_like(per_token)).sum()
         return {"forget": LossTerm(total, self.params.forget_weight)}

@@ -1,4 +1,5 @@
-"""Batched generation over any `LanguageModel`: greedy or sampling, stopped at EOS or a cap."""
+"""Batched generation over any `LanguageModel`: greedy or sampling, stopped at any stop id
+(EOS, end of turn, the generation config's eos ids), at stop text, or at a cap."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
-from uldkit.data.formatting import encode_prompt
+from uldkit.data.formatting import answer_stop_texts, encode_prompt
 from uldkit.errors import ConfigError, ModelError
 from uldkit.models.context import context_length, fit_to_context
 from uldkit.models.lm import LanguageModel
+from uldkit.models.stops import model_stop_ids
+
+# Stop text is looked for in the decoded tail of this many tokens (it is a few tokens long).
+_STOP_TAIL_TOKENS = 16
 
 # Sampling at a temperature this low is greedy decoding in all but name (a score gap of 0.01
 # becomes a factor of e^100); below it the argmax is taken, so no division can underflow.
@@ -24,6 +29,9 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    # Text that ends an answer (cut off, not returned). None: the prompt format's own, i.e.
+    # "\nQuestion:" for a tokenizer without a chat template (models/stops.py).
+    stop_texts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -67,14 +75,18 @@ def generate_ids(
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings = GenerationSettings(),
 ) -> list[list[int]]:
-    """New token ids for each prompt (EOS excluded), decoded together with a KV cache.
+    """New token ids for each prompt, decoded together with a KV cache. A row ends at a stop
+    id (not included) or once its text holds a stop text (its tokens from the one where that
+    text starts are dropped).
 
     A prompt that would not leave `max_new_tokens` positions in the model's context keeps
     its last tokens, with a warning."""
     prompts = fit_to_context(prompts, settings.max_new_tokens, context_length(lm))
     tokenizer = lm.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_id = tokenizer.eos_token_id
+    stop_ids = model_stop_ids(lm)
+    stop_texts = (answer_stop_texts(tokenizer) if settings.stop_texts is None
+                  else settings.stop_texts)
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -93,15 +105,36 @@ def generate_ids(
         next_tokens = choose_next_tokens(decoding.scores, settings, generator)
         for row in (~finished).nonzero().flatten().tolist():
             token = int(next_tokens[row])
-            if token == eos_id:
+            if token in stop_ids:
                 finished[row] = True
-            else:
-                outputs[row].append(token)
+                continue
+            outputs[row].append(token)
+            if stop_texts and _cut_at_stop_text(tokenizer, outputs[row], stop_texts):
+                finished[row] = True
         if finished.all():
             break
         next_tokens = next_tokens.masked_fill(finished, pad_id)
         decoding.advance(next_tokens)
     return outputs
+
+
+def _cut_at_stop_text(tokenizer, ids: list[int], stops: Sequence[str]) -> bool:
+    """Whether `ids` now hold a stop text; if so, drop the tokens that lie wholly inside or
+    after it (a token that straddles its start, like ".\n", stays)."""
+    tail = tokenizer.decode(ids[-_STOP_TAIL_TOKENS:], skip_special_tokens=True)
+    if not any(stop in tail for stop in stops):
+        return False
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    cut = min(i for i in (text.find(stop) for stop in stops) if i >= 0)
+    while ids and len(tokenizer.decode(ids[:-1], skip_special_tokens=True)) >= cut:
+        ids.pop()
+    return True
+
+
+def cut_at_stop_texts(text: str, stops: Sequence[str]) -> str:
+    """`text` up to its first stop text."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return text[:min(found)] if found else text
 
 
 def generate_answers(
@@ -115,6 +148,9 @@ def generate_answers(
     for start in range(0, len(questions), batch_size):
         chunk = questions[start:start + batch_size]
         prompts = [encode_prompt(lm.tokenizer, q) for q in chunk]
+        stops = (answer_stop_texts(lm.tokenizer) if settings.stop_texts is None
+                 else settings.stop_texts)
         for ids in generate_ids(lm, prompts, settings):
-            answers.append(lm.tokenizer.decode(ids, skip_special_tokens=True).strip())
+            text = lm.tokenizer.decode(ids, skip_special_tokens=True)
+            answers.append(cut_at_stop_texts(text, stops).strip())
     return answers

@@ -69,14 +69,18 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory (or a hub id with network).
+    """Load a causal LM and its tokenizer from a local directory (or a hub id with network),
+    or from a .gguf file, converted once into uldkit's cache (models/gguf.py).
 
     A local directory is scanned first: pickle weights and remote code are refused unless
     the matching opt-in is given.
     """
     from uldkit.models.config_check import check_model_config
+    from uldkit.models.gguf import converted_gguf_dir, is_gguf_path
     from uldkit.models.scan import check_model_dir
 
+    if is_gguf_path(path):
+        path = converted_gguf_dir(path)
     check_model_name(path)
     placement = resolve_placement(device, dtype)
     local = Path(path)

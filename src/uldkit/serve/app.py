@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from uldkit.data.formatting import answer_stop_texts
 from uldkit.models.generation import GenerationSettings
 from uldkit.models.lm import LanguageModel
 from uldkit.serve.engine import BatchEngine, Failed, Finished, Job, Piece
@@ -124,8 +125,8 @@ def create_app(
             top_p=params.top_p, seed=params.seed,
         )
         job = engine.submit(Job(lm=lm, group=(served.name, params.alpha, params.tau),
-                                prompt_ids=prompt_ids, settings=settings, stops=params.stop,
-                                strip=chat))
+                                prompt_ids=prompt_ids, settings=settings,
+                                stops=_stops(served, params, chat), strip=chat))
         reply = Reply(chat=chat, model=served.name, prompt_tokens=len(prompt_ids))
         events = job.events()
         try:
@@ -282,6 +283,13 @@ def _refuse_lone_surrogates(body: Any) -> None:
             raise ApiError(400, "the request holds a lone UTF-16 surrogate (an unpaired "
                            f"\\ud800-\\udfff escape){f' in {param}' if param else ''}; text "
                            "must be valid Unicode", param=param, code="invalid_unicode")
+
+
+def _stops(served: ServedModel, params: CompletionParams, chat: bool) -> tuple[str, ...]:
+    """The request's stop strings; a chat answer in the plain QA format (a model without a
+    chat template) also ends where it runs on into a next "Question:"."""
+    extra = answer_stop_texts(served.tokenizer) if chat else ()
+    return tuple(dict.fromkeys((*params.stop, *extra)))
 
 
 def _fit_max_tokens(

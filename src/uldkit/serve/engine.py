@@ -24,6 +24,7 @@ import torch
 
 from uldkit.models.generation import GenerationSettings, choose_next_tokens
 from uldkit.models.lm import LanguageModel
+from uldkit.models.stops import model_stop_ids
 from uldkit.serve.errors import ApiError
 from uldkit.serve.text import StopText
 
@@ -213,7 +214,7 @@ def _decode_batch(jobs: list[Job], engine: BatchEngine) -> None:
     lm = jobs[0].lm
     tokenizer = lm.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_id = tokenizer.eos_token_id
+    stop_ids = model_stop_ids(lm)
     width = max(len(job.prompt_ids) for job in jobs)
     input_ids = torch.full((len(jobs), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -251,7 +252,7 @@ def _decode_batch(jobs: list[Job], engine: BatchEngine) -> None:
             engine.tokens_generated += 1
             if step == 0:
                 row.job.emit(Started())
-            if token == eos_id:
+            if token in stop_ids:
                 _end(row, "stop")
                 continue
             next_tokens[index] = token

@@ -36,7 +36,7 @@ from uldkit.methods.registry import register
 from uldkit.models.decoder_stack import check_causal_lm
 from uldkit.models.lm import LanguageModel
 from uldkit.models.loading import load_model
-from uldkit.training.losses import forward_logits, stream_token_nll
+from uldkit.training.losses import answer_logits, stream_token_nll
 from uldkit.training.run_dir import read_manifest
 from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
 from uldkit.uld.assistant import AssistantLora, ZeroCopyAssistant, default_assistant_layers
@@ -106,7 +106,7 @@ class ULDObjective:
     def losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
         nll, _ = stream_token_nll(model, batch["forget"])
         retain = batch["retain"]
-        kl = uniform_kl(forward_logits(model, retain), retain["labels"])
+        kl = uniform_kl(*answer_logits(model, retain))
         return {"remember": LossTerm(nll.sum()),
                 "uniform": LossTerm(kl.sum(), self.uniform_weight)}
 
