@@ -212,8 +212,10 @@ class ZeroCopyAssistant(nn.Module):
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        cache: Cache | None = None,  # transformers' newer name for past_key_values
         **_: object,
     ) -> CausalLMOutputWithPast:
+        past_key_values = cache if cache is not None else past_key_values
         decoder = self.target.model
         hidden = decoder.embed_tokens(input_ids)
         position_ids = self._positions(input_ids, attention_mask, position_ids, past_key_values)
@@ -242,12 +244,14 @@ class ZeroCopyAssistant(nn.Module):
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        cache: Cache | None = None,  # transformers' newer name for past_key_values
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The target's and the assistant's logits from one run (see the module docstring).
 
         One cache serves both: its first K layers hold the target rows and then the assistant
         rows, its other layers the target rows only.
         """
+        past_key_values = cache if cache is not None else past_key_values
         if not self.supports_paired_forward:
             raise ModelError("the paired pass needs eager or sdpa attention")
         decoder = self.target.model
