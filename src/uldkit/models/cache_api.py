@@ -25,8 +25,21 @@ def _cache_name(function: Callable[..., Any]) -> str:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
+        return _transformers_cache_name()
+    if "cache" in parameters:
+        return "cache"
+    if "past_key_values" in parameters:
         return "past_key_values"
-    return "cache" if "cache" in parameters else "past_key_values"
+    # A wrapper taking **kwargs hands them on to a transformers model in the end.
+    return _transformers_cache_name()
+
+
+@lru_cache(maxsize=1)
+def _transformers_cache_name() -> str:
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache" if "cache" in inspect.signature(create_causal_mask).parameters \
+        else "past_key_values"
 
 
 def output_cache_argument(output_class: type, cache: Any) -> dict[str, Any]:

@@ -234,12 +234,14 @@ class ZeroCopyAssistant(nn.Module):
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        cache: Cache | None = None,  # transformers' newer name for past_key_values
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The target's and the assistant's logits from one run (see the module docstring).
 
         One cache serves both: its first K layers hold the target rows and then the assistant
         rows, its other layers the target rows only.
         """
+        past_key_values = cache if cache is not None else past_key_values
         rules = self._row_plan()
         if rules is None:
             raise ModelError(f"{type(self.target).__name__} cannot take ULD's paired pass; "

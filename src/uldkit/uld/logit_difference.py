@@ -97,8 +97,8 @@ class PairedScores(nn.Module):
         return CausalLMOutputWithPast(
             logits=logit_difference_scores(target_logits, assistant_logits, self.alpha,
                                            self.tau),
-            **output_cache_argument(CausalLMOutputWithPast, inputs.get("past_key_values")
-                                    if inputs.get("use_cache") else None))
+            **output_cache_argument(CausalLMOutputWithPast, inputs.get(
+                "cache", inputs.get("past_key_values")) if inputs.get("use_cache") else None))
 
 
 class LogitDifferenceModel(LogitCombination):
