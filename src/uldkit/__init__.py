@@ -1,3 +1,185 @@
-"""uldkit: make a language model forget, measure that it did, and serve the result."""
+"""uldkit: make a language model forget, measure that it did, and serve the result.
+
+Three calls are the front door; the command line is a shell over the same library:
+
+    model, tokenizer = uldkit.load(path)                   # any model or unlearned run
+    run = uldkit.unlearn(model, tokenizer, forget=..., method="uld", out=...)
+    metrics = uldkit.evaluate(model, tokenizer, benchmark="tofu", split="forget10")
+
+Heavy libraries (torch, transformers) are imported when a call needs them, so `import uldkit`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uldkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from uldkit.unlearning.data import DocumentSpec, QASpec
+    from uldkit.unlearning.run import UnlearnResult
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "evaluate", "load", "unlearn"]
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    **settings: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) for a model directory, a GGUF file or an unlearned run.
+
+    A plain model (or a run of a weight-editing method) loads as the transformers model it
+    is; a ULD or offset run as a `ULDForCausalLM`, whose forward gives the unlearned scores,
+    with `settings` such as `alpha` and `tau` overriding the run's. Weights load from
+    safetensors only, after a safety scan.
+
+    Example::
+
+        model, tokenizer = uldkit.load(run_dir)
+        ids = tokenizer("Question: Where was Morbel Fenanlo born?\\nAnswer:", return_tensors="pt")
+        output = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        print(tokenizer.decode(output[0, ids["input_ids"].shape[1]:]))
+    """
+    from uldkit.unlearning.load import load_for_transformers
+
+    return load_for_transformers(path, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code, **settings)
+
+
+def unlearn(
+    model: PreTrainedModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    forget: QASpec,
+    out: str | os.PathLike,
+    method: str = "uld",
+    retain: QASpec | None = None,
+    forget_documents: DocumentSpec | None = None,
+    data: str = "synthetic",
+    target_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    **settings: Any,
+) -> UnlearnResult:
+    """Unlearn `forget` from `model` with a registered method and save the run to `out`.
+
+    `model` is a model directory or a loaded transformers model (then `target_path` says
+    where it can be loaded again, for ULD and offset runs, which keep the target as it is).
+    `forget` and `retain` are split names of `data` ("synthetic", a folder in TOFU's layout),
+    files, `datasets.Dataset`s or lists of {"question", "answer"} dicts. `settings` are the
+    method's hyperparameters (see `uldkit methods NAME`) and training settings (epochs, lr,
+    batch_size, seed, ...), told apart by name.
+
+    Example::
+
+        run = uldkit.unlearn(target_dir, forget="forget10", out=out_dir, method="grad_diff",
+                             people=20, epochs=1, lr=5e-4)
+        print(run.steps, "steps, final loss", round(run.final_loss, 3))
+    """
+    from uldkit.models.loading import load_model
+    from uldkit.training.config import TrainConfig
+    from uldkit.unlearning.data import DataSpec, resolve_unlearn_data
+    from uldkit.unlearning.run import checked_settings, run_unlearning
+
+    spec_names = {f.name for f in fields(DataSpec)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    spec_settings = {k: settings.pop(k) for k in list(settings) if k in spec_names}
+    train = {k: settings.pop(k) for k in list(settings) if k in train_names}
+    instance, train_config = checked_settings(method, settings, train)
+    train_config.show_progress = show_progress and train_config.show_progress
+    if isinstance(model, (str, os.PathLike)):
+        target_path = model if target_path is None else target_path
+        model, loaded_tokenizer = load_model(model)
+        tokenizer = tokenizer or loaded_tokenizer
+    if tokenizer is None:
+        raise ConfigError("unlearn() needs the model's tokenizer with an in-memory model")
+    if target_path is None:
+        target_path = getattr(model, "name_or_path", "") or ""
+        if not Path(target_path).is_dir() and not instance.edits_weights:
+            raise ConfigError(f"method '{instance.name}' keeps the target and records where "
+                              "to load it again: pass target_path=<its directory>")
+    spec = DataSpec(data=data, forget=forget, retain=retain,
+                    forget_documents=forget_documents, **spec_settings)
+    ready = resolve_unlearn_data(spec, type(instance))
+    return run_unlearning(instance, ready, model, tokenizer, out, target_path=str(target_path),
+                          train=train_config, resume=resume, overwrite=overwrite,
+                          record={"method": instance.name, "model": str(target_path),
+                                  "data": data})
+
+
+def evaluate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    benchmark: str = "tofu",
+    split: str = "forget10",
+    data: str = "synthetic",
+    retain_logs: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    people: int = 40,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Score a model on a benchmark's own metrics; returns the summary (a dict).
+
+    `model` is a path, a loaded transformers model (a `ULDForCausalLM` too) or a uldkit
+    `LanguageModel`. benchmark "tofu": the TOFU authors' metrics on `split` of `data`, with
+    forget quality when `retain_logs` (a retain model's TOFU log or directory) is given;
+    `settings` go to the evaluation (batch_size, max_new_tokens, es_definition, ...).
+
+    Example::
+
+        metrics = uldkit.evaluate(model, tokenizer, split="forget10", people=20,
+                                  max_new_tokens=8, show_progress=False)
+        print(round(metrics["figures"]["model_utility"], 3))
+    """
+    if benchmark != "tofu":
+        raise ConfigError(f"unknown benchmark '{benchmark}' for evaluate(); known: tofu "
+                          "(MUSE and MIA: `uldkit eval muse|mia`; lm-eval tasks: "
+                          "`uldkit eval harness`)")
+    from uldkit.data.sources import DataSource
+    from uldkit.eval.log_formats import read_tofu_log
+    from uldkit.eval.tofu_eval import evaluate_tofu
+    from uldkit.eval.tofu_log import FORGET_SET
+
+    lm = _language_model(model, tokenizer)
+    retain_log = None
+    if retain_logs is not None:
+        retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
+    _, summary = evaluate_tofu(lm, DataSource(data, people=people), split, retain_log,
+                               out_dir=out, **settings)
+    return summary.to_dict()
+
+
+def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> Any:
+    """What evaluation scores: uldkit's `LanguageModel` over whatever the user holds."""
+    from transformers import PreTrainedModel
+
+    from uldkit.models.lm import CausalLM, LanguageModel
+    from uldkit.uld.hf_model import ULDForCausalLM
+    from uldkit.unlearning.load import load_language_model
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_language_model(model)
+    if isinstance(model, ULDForCausalLM):
+        return model.combination
+    if isinstance(model, PreTrainedModel):
+        if tokenizer is None:
+            raise ConfigError("evaluate() needs the model's tokenizer with an in-memory model")
+        return CausalLM(model, tokenizer, name=getattr(model, "name_or_path", "model") or "model")
+    if isinstance(model, LanguageModel):
+        return model
+    raise ConfigError(f"evaluate() takes a path, a transformers model or a uldkit "
+                      f"LanguageModel, not {type(model).__name__}")
