@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "uldkit"
 # The flow, listed once, from the ground up. A module's stage is its first path part under
 # src/uldkit/ (a folder, or a loose module at the root).
 STAGES: tuple[tuple[str, ...], ...] = (
-    ("errors", "io", "extras"),  # the ground: the error family, atomic writes, optional deps
+    ("errors", "io"),  # the ground: the error family (and optional extras), atomic writes
     ("data",),  # QA and document sets, loaders, formatting, collators
     ("models",),  # loading, safety scan, tokenizers, scoring, generation
     ("training",),  # the training loop, losses, fine-tuning, the run directory
@@ -156,7 +156,7 @@ def test_the_product_imports_nothing_from_tests_or_scripts():
 
 def test_nothing_loose_at_the_root_but_the_front_door_and_the_ground():
     loose = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert loose == ["__init__", "__main__", "errors", "extras", "io"]
+    assert loose == ["__init__", "__main__", "errors", "io"]
 
 
 @pytest.mark.parametrize("mistake", ["upward", "cycle"])

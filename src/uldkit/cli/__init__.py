@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(1)
     except ModuleNotFoundError as err:
-        from uldkit.extras import extra_for_module
+        from uldkit.errors import extra_for_module
 
         extra = extra_for_module(err.name or "")
         if extra is None:

@@ -38,7 +38,7 @@ def doctor_command(
 
 def report_lines(check_data: bool = True) -> tuple[list[str], int]:
     """The report, one line each, and how many checks failed."""
-    from uldkit.extras import EXTRAS
+    from uldkit.errors import EXTRAS
 
     failed = 0
     lines = [f"uldkit: {_version('uldkit') or 'not installed'} "

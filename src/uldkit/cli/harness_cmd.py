@@ -30,6 +30,7 @@ def harness_command(
     """Run lm-evaluation-harness tasks on a model or an unlearned run; writes lm-eval's JSON."""
     from uldkit.eval.harness import import_lm_eval, resolve_tasks, results_json, run_harness
     from uldkit.io import atomic_write_text
+    from uldkit.training.run_dir import RunDir
     from uldkit.training.run_start import check_out_dir, start_run
     from uldkit.unlearning.load import load_for_transformers
 
@@ -44,10 +45,11 @@ def harness_command(
     config = {"model": model, "tasks": task_list, "batch_size": batch_size, "limit": limit,
               "num_fewshot": num_fewshot, "seed": seed, "device": device}
     with start_run(out, "eval harness", config, overwrite=overwrite) as run:
-        atomic_write_text(run.path / "results.json", results_json(results))
+        atomic_write_text(run.summary("harness"), results_json(results))
     console = Console()
     for task, metrics in results.get("results", {}).items():
         shown = ", ".join(f"{key.split(',')[0]} {value:.4f}" for key, value in metrics.items()
                           if isinstance(value, float) and "stderr" not in key)
         console.print(f"{task}: {shown}", highlight=False, soft_wrap=True)
-    console.print(f"results: {Path(out) / 'results.json'}", highlight=False, soft_wrap=True)
+    console.print(f"results: {RunDir(Path(out)).summary('harness')}", highlight=False,
+                  soft_wrap=True)

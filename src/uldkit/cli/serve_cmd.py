@@ -51,7 +51,7 @@ def serve_command(
     device: str = options.DEVICE,
 ) -> None:
     """Serve a model: /v1/completions, /v1/chat/completions, /v1/models and a playground at /."""
-    from uldkit.extras import require
+    from uldkit.errors import require
 
     require("serve", "uldkit serve")
     import uvicorn

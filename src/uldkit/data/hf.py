@@ -12,8 +12,7 @@ from typing import Any
 
 from uldkit.data.records import qa_from_record
 from uldkit.data.types import QADataset
-from uldkit.errors import DataError
-from uldkit.extras import import_optional
+from uldkit.errors import DataError, import_optional
 
 
 def from_hf_dataset(ds_or_path: Any, split: str | None = None) -> QADataset:

@@ -15,18 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uldkit.errors import ConfigError
+from uldkit.errors import ConfigError, import_optional
 
 LOCAL_TASKS = Path(__file__).with_name("harness_tasks")
-INSTALL_HINT = 'pip install "uldkit[harness]"'
 
 
 def import_lm_eval() -> Any:
-    try:
-        import lm_eval
-    except ImportError:
-        raise ConfigError(f"lm-evaluation-harness is not installed: {INSTALL_HINT}") from None
-    return lm_eval
+    return import_optional("lm_eval", "harness", "uldkit eval harness")
 
 
 def _task_name_in(yaml_path: Path) -> str:
