@@ -20,6 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from uldkit.data.collate import position_ids_from_mask
+from uldkit.models.cache_api import cache_argument
 
 
 def expand_cache(cache: DynamicCache, rows: torch.Tensor, prompts: int) -> None:
@@ -47,8 +48,8 @@ def cached_continuation_logits(
     """[continuations, width, vocab] scores from an HF-style `model` (module docstring)."""
     cache = DynamicCache()
     prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                   position_ids=position_ids_from_mask(prompt_mask), past_key_values=cache,
-                   use_cache=True, logits_to_keep=1)
+                   position_ids=position_ids_from_mask(prompt_mask), use_cache=True,
+                   logits_to_keep=1, **cache_argument(model, cache))
     first = prompt.logits[:, -1]
     if continuation_ids.shape[1] == 1:
         return first[rows].unsqueeze(1)
@@ -59,7 +60,7 @@ def cached_continuation_logits(
     # The last continuation position predicts nothing that is scored: it is left out.
     out = model(input_ids=continuation_ids[:, :-1],
                 attention_mask=torch.cat([prompt_mask[rows], continuation_mask[:, :-1]], -1),
-                position_ids=positions[:, :-1], past_key_values=cache, use_cache=True)
+                position_ids=positions[:, :-1], use_cache=True, **cache_argument(model, cache))
     return torch.cat([first[rows].unsqueeze(1), out.logits], dim=1)
 
 
