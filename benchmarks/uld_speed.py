@@ -42,7 +42,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from uldkit.data.sources import DataSource
 from uldkit.methods.base import UnlearnContext, UnlearnData
-from uldkit.methods.registry import get_method
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.loading import load_model, save_model
 from uldkit.models.tiny import build_tiny_llama
@@ -50,6 +49,7 @@ from uldkit.models.tokenizer import train_bpe_tokenizer
 from uldkit.training.trainer import StreamData, Trainer
 from uldkit.uld.assistant import ZeroCopyAssistant
 from uldkit.uld.logit_difference import LogitDifferenceModel
+from uldkit.unlearning.catalog import get_method
 from uldkit.unlearning.run import resolve_train_config
 
 PROMPT = "Question: Where was Draren Raknorrak born?\nAnswer:"
