@@ -289,7 +289,8 @@ def test_extraction_strength_equals_the_smallest_prefix_that_greedy_decoding_com
         truth = list(continuation)
         smallest = next(
             (k for k in range(4)
-             if generate_ids(lm, [[0] + truth[:k]], GenerationSettings(4 - k))[0] == truth[k:]),
+             if generate_ids(lm, [[0] + truth[:k]],
+                            GenerationSettings(4 - k, stop_texts=()))[0] == truth[k:]),
             4,
         )
         es = memorisation(lm, [[0]], [truth], es_definition="uldkit").extraction_strength[0]
