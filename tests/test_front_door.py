@@ -75,7 +75,7 @@ def test_in_memory_data_and_models(trained_world, tmp_path):
     assert run.steps >= 1
     # ULD keeps the target: a model in memory must say where it can be loaded again.
     with pytest.raises(uldkit.errors.ConfigError, match="target_path"):
-        model.name_or_path = ""
+        model.name_or_path = ""  # as for a model built in memory
         uldkit.unlearn(model, tokenizer, forget=forget, retain="none", method="uld",
                        out=tmp_path / "uld", epochs=1)
 

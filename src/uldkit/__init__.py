@@ -108,7 +108,7 @@ def unlearn(
         raise ConfigError("unlearn() needs the model's tokenizer with an in-memory model")
     if target_path is None:
         target_path = getattr(model, "name_or_path", "") or ""
-        if not Path(target_path).is_dir() and not instance.edits_weights:
+        if not (target_path and Path(target_path).is_dir()) and not instance.edits_weights:
             raise ConfigError(f"method '{instance.name}' keeps the target and records where "
                               "to load it again: pass target_path=<its directory>")
     spec = DataSpec(data=data, forget=forget, retain=retain,
