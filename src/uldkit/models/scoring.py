@@ -65,13 +65,8 @@ def answer_scores(
         batch = {k: v.to(lm.device) for k, v in batch.items()}
         logits = lm.logits(batch["input_ids"], batch["attention_mask"])
         nll, mask = token_nll(logits, batch["labels"])
-        sums[chunk] = nll.double().sum(-1).cpu().numpy()
-        counts[chunk] = mask.sum(-1).cpu().numpy()
-        if greedy_matches:
-            hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]).cpu().numpy()
-            scored = mask.cpu().numpy()
-            for row, index in enumerate(chunk):
-                matches[index] = hits[row][scored[row]]
+        hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) if greedy_matches else None
+        _record(chunk, nll, mask, hits, sums, counts, matches)
         if on_batch is not None:
             on_batch(len(chunk))
     return AnswerScores(sums, counts, matches if greedy_matches else None)
@@ -108,16 +103,23 @@ def _shared_prefix_scores(
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         nll = -logprobs.gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
         nll = torch.where(mask, nll, torch.zeros_like(nll))
-        sums[members] = nll.double().sum(-1).cpu().numpy()
-        counts[members] = mask.sum(-1).cpu().numpy()
-        if greedy_matches:
-            hits = (logits.argmax(-1) == labels).cpu().numpy()
-            scored = mask.cpu().numpy()
-            for row, index in enumerate(members):
-                matches[index] = hits[row][scored[row]]
+        hits = (logits.argmax(-1) == labels) if greedy_matches else None
+        _record(members, nll, mask, hits, sums, counts, matches)
         if on_batch is not None:
             on_batch(len(members))
     return AnswerScores(sums, counts, matches if greedy_matches else None)
+
+
+def _record(rows: Sequence[int], nll: torch.Tensor, mask: torch.Tensor,
+            hits: torch.Tensor | None, sums: np.ndarray, counts: np.ndarray,
+            matches: list[np.ndarray]) -> None:
+    """Store a batch's per-answer loss sums, token counts and (with `hits`) greedy matches."""
+    sums[rows] = nll.double().sum(-1).cpu().numpy()
+    counts[rows] = mask.sum(-1).cpu().numpy()
+    if hits is not None:
+        hits_np, scored = hits.cpu().numpy(), mask.cpu().numpy()
+        for row, index in enumerate(rows):
+            matches[index] = hits_np[row][scored[row]]
 
 
 def _whole_groups(
