@@ -9,7 +9,6 @@ task name lm-eval knows, or a path to a task YAML, works too.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,13 +94,3 @@ def results_json(results: dict[str, Any]) -> str:
     from lm_eval.utils import handle_non_serializable
 
     return json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False)
-
-
-def harness_accuracy(results: dict[str, Any], task: str) -> float | None:
-    """The task's `acc` from lm-eval's results (lm-eval names it "acc,none")."""
-    value = results.get("results", {}).get(task, {}).get("acc,none")
-    return None if value is None else float(value)
-
-
-def default_batch_size() -> int:
-    return int(os.environ.get("ULDKIT_HARNESS_BATCH", "8"))

@@ -34,9 +34,10 @@ from uldkit.data.collate import position_ids_from_mask
 from uldkit.errors import ModelError
 from uldkit.models.cache_api import cache_argument, output_cache_argument
 from uldkit.training.run_dir import read_manifest
-from uldkit.uld.assistant import TargetPass, ZeroCopyAssistant
 from uldkit.uld.combination import LogitCombination
 from uldkit.uld.logit_difference import LogitDifferenceModel
+from uldkit.uld.method import ULD
+from uldkit.uld.offset import Offset
 
 KINDS = ("uld", "offset")
 
@@ -136,9 +137,6 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         """Load a saved ULD or offset run: its target (checked against the recorded
         fingerprint) and its adapters or small models. `settings` override the run's
         inference settings (ULD: alpha, tau, target; offset: scale, target)."""
-        from uldkit.uld.method import ULD
-        from uldkit.uld.offset import Offset
-
         manifest = read_manifest(run_dir)
         if manifest is None or manifest["kind"] not in KINDS:
             found = "a plain model" if manifest is None else f"a {manifest['kind']} run"
@@ -204,19 +202,8 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
             caches = [cache, *cache.uldkit_member_caches]
         outputs = []
         for module, member_cache in zip(self.members, caches):
-            outputs.append(module(**inputs, **cache_argument(_transformers_model(module),
-                                                             member_cache)).logits)
+            outputs.append(module(**inputs, **cache_argument(module, member_cache)).logits)
         return self.combination.combine(outputs)
-
-
-def _transformers_model(module: nn.Module) -> nn.Module:
-    """The transformers model whose forward a member's module ends in (a ULD member wraps
-    the target), to name the cache argument as that forward does."""
-    if isinstance(module, ZeroCopyAssistant):
-        return module.target
-    if isinstance(module, TargetPass):
-        return module.assistant.target
-    return module
 
 
 def _target_module(combination: LogitCombination) -> PreTrainedModel:
