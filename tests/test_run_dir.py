@@ -195,3 +195,28 @@ def test_a_step_the_scaler_skipped_does_not_step_the_schedule(tmp_path):
     checkpoint = sorted(p for p in tmp_path.iterdir() if p.name.startswith("step-"))[-1]
     assert (checkpoint / "scaler.json").is_file()
     assert not [p for p in checkpoint.iterdir() if p.suffix not in (".json", ".safetensors", "")]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_every_process_passes_the_checks_before_the_main_one_writes(tmp_path, overwrite):
+    from uldkit.training.run_start import check_out_dir, open_run
+
+    out = tmp_path / "run"
+    if overwrite:
+        out.mkdir()
+        (out / "old.txt").write_text("a finished run")
+    seen_at_barrier = []
+
+    def slower_process_checks():
+        # What another rank does while the main one waits: the directory must still look
+        # as it did before the run began.
+        check_out_dir(out, overwrite=overwrite, resume=False)
+        seen_at_barrier.append(RunDir(out).read_config())
+
+    run = open_run(out, "finetune", {"seed": 1}, overwrite=overwrite,
+                   wait_for_everyone=slower_process_checks)
+    assert seen_at_barrier == [None]
+    assert run.read_config()["config"] == {"seed": 1}
+    with pytest.raises(ConfigError, match="already holds files"):
+        check_out_dir(out if not overwrite else building_dir(out), overwrite=False,
+                      resume=False)

@@ -103,7 +103,8 @@ def finetune(
     encoded += encode_document_chunks(tokenizer, documents, config.max_length)
     run_config = {**asdict(config), "resolved_splits": splits, "examples": len(encoded)}
     with start_run(out, "finetune", run_config, overwrite=overwrite, resume=resume,
-                   main_process=accelerator.is_main_process) as run:
+                   main_process=accelerator.is_main_process,
+                   wait_for_everyone=accelerator.wait_for_everyone) as run:
         if model is None:
             if accelerator.is_main_process and not run.tokenizer.exists():
                 tokenizer.save_pretrained(run.tokenizer)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,8 @@ def building_dir(out: Path) -> Path:
 
 def open_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
              overwrite: bool = False, resume: bool = False, main_process: bool = True,
-             may_differ: Collection[str] = ()) -> RunDir:
+             may_differ: Collection[str] = (),
+             wait_for_everyone: Callable[[], None] | None = None) -> RunDir:
     """The directory to write a run into, with its run_config.json written; `finish_run`
     it once the run has finished (or use `start_run`).
 
@@ -149,13 +150,17 @@ def open_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *
     `may_differ`, which do not change the results). With --overwrite the
     new run is built beside the old one (`building_dir`) and swapped in by `finish_run`; if it
     fails first, the old run stays as it was. Every process calls this; only `main_process`
-    writes.
+    writes, and only after `wait_for_everyone` (the processes' barrier) has seen every
+    process pass the checks: otherwise a slower process would find the main one's
+    run_config.json and refuse the directory as already holding files.
     """
     out = check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     if resume:
         check_resume(out, command, config, may_differ)
     replacing = overwrite and not resume and _holds_files(out)
     run = RunDir(building_dir(out), replaces=out) if replacing else RunDir(out)
+    if wait_for_everyone is not None:
+        wait_for_everyone()
     if main_process:
         if replacing:
             shutil.rmtree(run.path, ignore_errors=True)  # left by an interrupted overwrite
@@ -176,11 +181,13 @@ def finish_run(run: RunDir, main_process: bool = True) -> RunDir:
 @contextmanager
 def start_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
               overwrite: bool = False, resume: bool = False, main_process: bool = True,
-              may_differ: Collection[str] = ()) -> Iterator[RunDir]:
+              may_differ: Collection[str] = (),
+              wait_for_everyone: Callable[[], None] | None = None) -> Iterator[RunDir]:
     """`open_run`, then `finish_run` when the block ends; a replacing run that fails is
     removed (the old run was never touched)."""
     run = open_run(out_dir, command, config, overwrite=overwrite, resume=resume,
-                   main_process=main_process, may_differ=may_differ)
+                   main_process=main_process, may_differ=may_differ,
+                   wait_for_everyone=wait_for_everyone)
     try:
         yield run
     except BaseException:

@@ -147,7 +147,8 @@ def run_unlearning(
         "forget_passages": _count(data.forget_documents),
         "retain_passages": _count(data.retain_documents),
         "streams": {k: len(v) for k, v in plan.data.streams.items()},
-    }, overwrite=overwrite, resume=resume, main_process=accelerator.is_main_process)
+    }, overwrite=overwrite, resume=resume, main_process=accelerator.is_main_process,
+        wait_for_everyone=accelerator.wait_for_everyone)
     accelerator.wait_for_everyone()
     trainer = Trainer(plan.model, plan.objective, plan.data, train,
                       pad_token_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints,
