@@ -85,3 +85,26 @@ def test_gradients_equal_full_ones():
     stream_token_nll(model, stream)[0].sum().backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, full[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("name,model", [m for m in _models() if m[0] in ("gemma2", "gpt2")],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_uld_assistant_runs_its_head_at_answer_positions_only(name, model):
+    from uldkit.uld.assistant import AssistantLora, ZeroCopyAssistant
+
+    assistant = ZeroCopyAssistant(model, num_layers=1, lora=AssistantLora(r=2, alpha=4,
+                                                                          dropout=0.0))
+    assistant.eval()
+    stream = _stream("left")
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda _m, args, _out: head_rows.append(args[0].shape[1]))
+    try:
+        full, labels = forward_logits(assistant, stream), stream["labels"]
+        nll, mask = stream_token_nll(assistant, stream)
+    finally:
+        hook.remove()
+    answer_positions = int((labels[:, 1:] != IGNORE_INDEX).any(0).sum())
+    assert head_rows == [labels.shape[1], answer_positions]
+    full_nll, _ = token_nll(full, labels)
+    torch.testing.assert_close(nll.sum(), full_nll.sum(), rtol=1e-6, atol=1e-5)

@@ -81,10 +81,16 @@ def _inner(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _takes_index_tensor(model: torch.nn.Module) -> bool:
-    """A transformers model (bare or under PEFT) whose forward takes `logits_to_keep`; other
-    modules (ULD's assistant, ensembles) may read the argument as a count, so they get none."""
+    """A transformers model (bare or under PEFT) whose forward takes `logits_to_keep`, or a
+    module that says it passes the argument on to one (`takes_logits_index`, as ULD's
+    assistant does); other modules (ensembles) may read it as a count, so they get none."""
     inner = _inner(model)
-    if not isinstance(inner, PreTrainedModel) or type(inner) in _NO_LOGITS_TO_KEEP:
+    if type(inner) in _NO_LOGITS_TO_KEEP:
+        return False
+    declared = getattr(inner, "takes_logits_index", None)
+    if declared is not None:
+        return bool(declared)
+    if not isinstance(inner, PreTrainedModel):
         return False
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 

@@ -28,6 +28,7 @@ so a gate that leaks shows); where it does not, the two passes run instead.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,6 +220,13 @@ class ZeroCopyAssistant(nn.Module):
         """The target's own forward with its first K layers only (HF keyword arguments)."""
         with self._stack.cut(self.num_layers):
             return self.target(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    @property
+    def takes_logits_index(self) -> bool:
+        """Whether `forward` takes transformers' `logits_to_keep` as an index tensor (it is
+        the target's own forward, so when the target's does): training losses then run the
+        vocabulary-wide head at the answer positions only."""
+        return "logits_to_keep" in inspect.signature(self.target.forward).parameters
 
     @property
     def supports_paired_forward(self) -> bool:
