@@ -254,3 +254,32 @@ def test_an_aligned_stream_follows_the_primary_row_for_row():
     assert unpaired > 0
     with pytest.raises(ConfigError, match="aligned"):
         StreamData({"forget": forget, "idk": idk[:3]}, primary="forget", aligned=("idk",))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "phi"])
+def test_rmu_finds_the_layers_and_mlp_outputs_of_other_families(family):
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        PhiConfig,
+        PhiForCausalLM,
+    )
+
+    from uldkit.methods.rmu import decoder_layers
+
+    small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                 intermediate_size=32)
+    model = {
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=3,
+                                                   n_head=2)),
+        "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(**small)),
+        "phi": lambda: PhiForCausalLM(PhiConfig(**small)),
+    }[family]()
+    layers = decoder_layers(model)
+    assert len(layers) == 3
+    method = get_method("rmu")(layer=2, trained_layers=2)  # layers 1 and 2 train
+    method._train_mlp_outputs(model, layers)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trained) == 2 and all(".1." in n or ".2." in n for n in trained)

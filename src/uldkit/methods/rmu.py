@@ -34,6 +34,7 @@ from uldkit.methods.base import TrainingPlan, UnlearnData
 from uldkit.methods.editing import WeightEditingMethod, frozen_copy
 from uldkit.methods.hyperparameters import Hyperparameters, param
 from uldkit.methods.registry import register
+from uldkit.models.decoder_stack import find_decoder_stack
 from uldkit.training.losses import answer_logits
 from uldkit.training.trainer import Batch, LossTerm, StreamData
 
@@ -76,13 +77,8 @@ def layer_output(
 
 
 def decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        module: Any = model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        if isinstance(module, torch.nn.ModuleList):
-            return module
-    raise ConfigError(f"rmu cannot find the decoder layers of {type(model).__name__}")
+    """The model's decoder layers, wherever its family keeps them."""
+    return find_decoder_stack(model).layers
 
 
 @dataclass(frozen=True)
