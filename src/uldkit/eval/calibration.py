@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from uldkit.errors import ConfigError
 from uldkit.eval.mia import DEFAULT_K, mia_scores, roc_auc
-from uldkit.uld.relative_top import FILTERS
 
 if TYPE_CHECKING:
     from uldkit.models.lm import LanguageModel
@@ -66,6 +65,8 @@ class CalibrationGrid:
     filters: tuple[str, ...] = ("strict",)
 
     def __post_init__(self) -> None:
+        from uldkit.uld.relative_top import FILTERS  # torch: not at the CLI's start-up
+
         for name, values in (("alpha", self.alphas), ("tau", self.taus),
                              ("filter", self.filters)):
             if not values:
