@@ -144,6 +144,6 @@ def _frontier_table(result: Calibration) -> Table:
     for point in result.frontier():
         quality = "" if point.forget_quality is None else f"{point.forget_quality:.2e}"
         table.add_row(f"{point.setting.alpha:g}", f"{point.setting.tau:g}",
-                      point.setting.filter, f"{point.utility_ratio:.1%}", quality,
+                      point.setting.filter_label(), f"{point.utility_ratio:.1%}", quality,
                       *(f"{point.aucs[a]:.3f}" for a in attacks), f"{point.gap:.3f}")
     return table

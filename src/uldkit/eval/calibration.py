@@ -55,7 +55,10 @@ class Setting:
     filter: str
 
     def label(self) -> str:
-        return f"alpha={self.alpha:g} tau={self.tau:g} filter={self.filter}"
+        return f"alpha={self.alpha:g} tau={self.tau:g} filter={self.filter_label()}"
+
+    def filter_label(self) -> str:
+        return "none" if self.tau == 0 else self.filter
 
 
 @dataclass(frozen=True)

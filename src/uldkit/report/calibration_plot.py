@@ -23,7 +23,8 @@ def frontier_png(result: Calibration) -> bytes:
     for index, (name, tau) in enumerate(groups):
         points = [p for p in result.points if (p.setting.filter, p.setting.tau) == (name, tau)]
         axes.scatter([p.utility_ratio for p in points], [p.gap for p in points],
-                     marker=_MARKERS[index % len(_MARKERS)], label=f"{name}, tau={tau:g}")
+                     marker=_MARKERS[index % len(_MARKERS)],
+                     label="no filter (tau=0)" if tau == 0 else f"{name} filter, tau={tau:g}")
         for p in points:
             axes.annotate(f"{p.setting.alpha:g}", (p.utility_ratio, p.gap), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
