@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+import uldkit
 from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
 from uldkit.errors import ConfigError
@@ -84,7 +85,8 @@ def test_reference_scores_exclude_nothing_but_generation_does(uld_run, trained_w
 
 def test_the_transformers_model_scores_and_generates_as_uldkit(uld_run, trained_world):
     lm = load_language_model(uld_run, filter="reference", tau=0.3)
-    model = ULDForCausalLM.from_pretrained(uld_run, filter="reference", tau=0.3)
+    model, _ = uldkit.load(uld_run, filter="reference", tau=0.3)
+    assert isinstance(model, ULDForCausalLM)
     assert (model.config.filter, model.config.tau) == ("reference", 0.3)
     ids, mask = _batch(lm, trained_world, 2)
     with torch.no_grad():
