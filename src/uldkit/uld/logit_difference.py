@@ -3,7 +3,7 @@
     score(v) = log p_target(v) - alpha * z_assistant(v)   where p_target(v) >= tau * max_u p_target(u)
     score(v) = excluded (-1000 after normalising)         elsewhere
 
-alpha and tau are inference-time settings: `with_settings` gives another view of the same
+alpha, tau and the filter are inference-time settings: `with_settings` gives another view of the same
 weights, nothing is retrained. Scoring and decoding run the target and the assistant as one
 paired pass (`ZeroCopyAssistant.paired_forward`) with one KV cache holding both; attention
 implementations the paired pass cannot serve fall back to two passes, each with its own KV
@@ -11,8 +11,9 @@ cache.
 
 Defaults: alpha = 0.8, the weight the ULD paper's code uses at evaluation. tau = 1e-4. The
 paper's code filters loosely: it always keeps at least a tenth of the vocabulary, and when
-scoring it leaves the target's logits in place outside the filter. The filter here is strict
-(excluded tokens get a log-probability of -1000, i.e. probability 0), so it must be loose in tau: where the target has memorised an answer, its
+scoring it leaves the target's logits in place outside the filter (`filter="reference"`,
+see `uldkit.uld.relative_top`). The default filter here is strict (excluded tokens get a
+log-probability of -1000, i.e. probability 0, when scoring too), so it must be loose in tau: where the target has memorised an answer, its
 top token stands far above every other, and tau = 0.1 or 0.01 leaves that token alone in the
 plausible set, so nothing can be forgotten. Measured on the synthetic world with a memorised
 4-layer target and one trained assistant (2 layers, uniform weight 1), alpha 0.8: the ULD
