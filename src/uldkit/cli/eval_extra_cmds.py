@@ -172,6 +172,7 @@ def mia_command(
     holdout_docs: Path | None = HOLDOUT_DOCS,
     k: float = typer.Option(DEFAULT_K, "--k", min=0.01, max=1.0,
                             help="Min-K% and Min-K%++: fraction of lowest tokens."),
+    filter: str | None = options.ULD_FILTER,
     max_tokens: int = typer.Option(512, "--max-tokens", min=2, help="Passages are cut here."),
     batch_size: int = BATCH_SIZE,
     overwrite: bool = options.OVERWRITE,
@@ -195,7 +196,7 @@ def mia_command(
         forget_set, holdout_set = splits.forget, splits.holdout
     load = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
                 trust_remote_code=trust_remote_code)
-    lm = load_language_model(model, **load)
+    lm = load_language_model(model, **load, **({} if filter is None else {"filter": filter}))
     retain_lm = None if retain_model is None else load_language_model(retain_model, **load)
     reference_lm = None if reference is None else load_language_model(reference, **load)
 
@@ -204,6 +205,7 @@ def mia_command(
         "data": data, "people": people, "data_seed": data_seed, "holdout": holdout,
         "forget": forget, "forget_docs": _str(forget_docs), "holdout_docs": _str(holdout_docs),
         "k": k, "margin": MARGIN, "max_tokens": max_tokens, "device": device, "dtype": dtype,
+        **({} if filter is None else {"filter": filter}),  # older runs resume unchanged
         "batch_size": batch_size,
     }
     forget_texts, holdout_texts = [d.text for d in forget_set], [d.text for d in holdout_set]

@@ -41,6 +41,7 @@ def tofu_command(
         None, "--alpha", help="ULD models: strength of the logit difference. Repeat to sweep "
         "several values on one model (OUT/alpha_<a>/ each)."),
     tau: float | None = typer.Option(None, "--tau", help="ULD models: its tau setting."),
+    filter: str | None = options.ULD_FILTER,
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     max_new_tokens: int | None = typer.Option(
         None, "--max-new-tokens", min=1,
@@ -89,7 +90,8 @@ def tofu_command(
     sets = tofu_eval_sets(source, split)  # bad split or data: fail before loading a model
     load = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
                 trust_remote_code=trust_remote_code)
-    extra = {} if tau is None else {"tau": tau}
+    extra = {key: value for key, value in (("tau", tau), ("filter", filter))
+             if value is not None}
     retain_is_model = retain_logs is not None and _is_model_dir(retain_logs)
     retain_log = None
     if retain_logs is not None and not retain_is_model:
@@ -106,6 +108,7 @@ def tofu_command(
         "max_new_tokens": max_new_tokens, "max_length": max_length, "device": device,
         "dtype": dtype, "es_definition": es_definition, "log_format": log_format,
         "strip_prompt_space": strip_prompt_space,
+        **({} if filter is None else {"filter": filter}),  # older runs resume unchanged
     }
     console = Console()
     run_settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,

@@ -25,6 +25,7 @@ def generate_command(
     seed: int = typer.Option(None, "--seed", help="Sampling seed."),
     alpha: float = typer.Option(None, "--alpha", help="ULD: weight of the assistant."),
     tau: float = typer.Option(None, "--tau", help="ULD: relative-top filter (0 = off)."),
+    filter: str = options.ULD_FILTER,
     device: str = options.DEVICE,
     allow_pickle: bool = options.ALLOW_PICKLE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -33,8 +34,8 @@ def generate_command(
     from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
     from uldkit.unlearning.load import load_language_model
 
-    settings: dict[str, Any] = {k: v for k, v in (("alpha", alpha), ("tau", tau))
-                                if v is not None}
+    settings: dict[str, Any] = {k: v for k, v in (("alpha", alpha), ("tau", tau),
+                                                  ("filter", filter)) if v is not None}
     lm = load_language_model(model, device=device, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, **settings)
     generation = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=temperature > 0,

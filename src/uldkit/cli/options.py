@@ -41,3 +41,8 @@ def training_option(name: str, default: Any, flag: str, note: str = "") -> Any:
     shown = setting.bounds() and not (low is not None and setting.max is None)
     bounds = f" Must be {setting.bounds()}." if shown else ""
     return typer.Option(default, flag, min=low, help=f"{setting.help}{bounds} {note}".strip())
+ULD_FILTER = typer.Option(
+    None, "--filter", help="ULD: relative-top filter, strict (uldkit's default: tokens outside "
+    "it have probability 0) or reference (the ULD authors' code: keeps at least tau x the "
+    "vocabulary, and scores outside it with the target's own log-probabilities; without "
+    "--tau, the authors' tau 0.1).")

@@ -187,6 +187,7 @@ class MiaReport:
     n_forget: int
     n_holdout: int
     samples: list[dict] = field(default_factory=list)
+    inference: dict | None = None  # the audited model's inference settings (ULD's filter)
 
     def result(self, attack: str) -> AttackResult:
         for result in self.attacks:
@@ -225,6 +226,7 @@ class MiaReport:
             "attacks": [r.to_dict() for r in self.attacks],
             "separating": self.separating(),
             "conclusion": self.conclusion(),
+            **({} if self.inference is None else {"inference": self.inference}),
         }
 
 
@@ -283,7 +285,9 @@ def mia_audit(
                 name: finite_or_none(s[index]) for name, s in retain_scores.items()
             }
         samples.append(sample)
-    return MiaReport(attacks, k, margin, n, len(holdout_texts), samples)
+    inference = getattr(lm, "inference_settings", None)
+    return MiaReport(attacks, k, margin, n, len(holdout_texts), samples,
+                     None if inference is None else dict(inference))
 
 
 def finite_or_none(value: float) -> float | None:

@@ -174,6 +174,9 @@ def evaluate_tofu(
         "strip_prompt_space": strips_prompt_space(lm.tokenizer),
         "batch_size": batch_size,
         "padding_side": padding_side,
+        # ULD's alpha, tau and relative-top filter: they make every figure
+        **({"inference": dict(lm.inference_settings)}
+           if hasattr(lm, "inference_settings") else {}),
     }
     # What the scores depend on: a partial set computed otherwise is not reused.
     identity = {k: v for k, v in settings.items() if k not in ("batch_size", "padding_side")}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,8 @@ class ModelResult:
     muse: dict[str, float | None] | None = None  # MUSE_KEYS
     mia: MiaResult | None = None
     relearn: RelearnResult | None = None
+    # ULD's alpha, tau and relative-top filter, where the figures were made with them
+    inference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ def _parse_tofu_eval(data: dict[str, Any], source: Path, directory: Path) -> Run
     path, _, settings = model.partition(" (")
     name = Path(path).name + (f" ({settings}" if settings else "")
     result = _parse_model(data["figures"], name, "method", source, "figures")
+    settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+    if isinstance(settings.get("inference"), dict):
+        result = replace(result, inference=settings["inference"])
     return RunResults(directory.name, directory, (result,), {"settings": data.get("settings")})
 
 
@@ -206,7 +211,16 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
         fluency=fluency, muse=muse,
         mia=_parse_mia(summary.get("mia"), source, f"{where}.mia"),
         relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
+        inference=_inference(summary),
     )
+
+
+def _inference(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The inference settings a row records, itself or in its MIA block."""
+    for block in (summary, summary.get("mia")):
+        if isinstance(block, dict) and isinstance(block.get("inference"), dict):
+            return block["inference"]
+    return None
 
 
 def _parse_numbers(value: Any, keys: tuple[str, ...], source: Path,

@@ -67,7 +67,15 @@ def ordered(run: RunResults) -> list[ModelResult]:
 
 
 def model_label(model: ModelResult) -> str:
-    return ROLE_LABELS.get(model.role, model.name)
+    """The model's name, with the filter and settings that made its figures (ULD)."""
+    label = ROLE_LABELS.get(model.role, model.name)
+    settings = model.inference
+    if not settings or "filter" not in settings:
+        return label
+    parts = [f"{settings['filter']} filter"] + [
+        f"{key}={settings[key]:g}" for key in ("alpha", "tau")
+        if isinstance(settings.get(key), int | float)]
+    return f"{label} ({', '.join(parts)})"
 
 
 # --- results --------------------------------------------------------------------------------

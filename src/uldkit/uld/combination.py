@@ -54,9 +54,12 @@ class LogitCombination:
         tokenizer: PreTrainedTokenizerBase,
         device: torch.device,
         name: str = "combined",
+        decoding_combine: CombineScores | None = None,
     ) -> None:
         self.members = list(members)
         self.combine = combine
+        # Generation's combination where it differs from scoring's (ULD's reference filter).
+        self.decoding_combine = combine if decoding_combine is None else decoding_combine
         self.tokenizer = tokenizer
         self._device = device
         self.name = name
@@ -72,7 +75,7 @@ class LogitCombination:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> CombinedDecoding:
         parts = [m.start_decoding(input_ids, attention_mask) for m in self.members]
-        return CombinedDecoding(parts, self.combine)
+        return CombinedDecoding(parts, self.decoding_combine)
 
     def continuation_logits(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor,

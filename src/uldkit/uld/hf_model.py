@@ -56,6 +56,7 @@ class ULDConfig(PretrainedConfig):
         assistant_layers: int | None = None,
         alpha: float | None = None,
         tau: float | None = None,
+        filter: str | None = None,
         scale: float | None = None,
         adapter_file: str | None = None,
         vocab_size: int | None = None,
@@ -69,6 +70,7 @@ class ULDConfig(PretrainedConfig):
         self.assistant_layers = assistant_layers
         self.alpha = alpha
         self.tau = tau
+        self.filter = filter  # the relative-top filter (uldkit.uld.relative_top)
         self.scale = scale
         self.adapter_file = adapter_file
         self.vocab_size = vocab_size
@@ -102,6 +104,9 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         self.members = nn.ModuleList([member.model for member in combination.members])
         paired = getattr(combination, "_paired", None)
         self.paired = paired.model if paired is not None else None
+        paired_decoding = getattr(combination, "_paired_decoding", None)
+        self.paired_decoding = paired_decoding.model if paired_decoding is not None else None
+        self._generating = False  # generate() runs the combination's generation semantics
         target = _target_module(combination)
         self.generation_config = GenerationConfig.from_model_config(target.config) \
             if target.generation_config is None else target.generation_config
@@ -114,6 +119,7 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         if isinstance(combination, LogitDifferenceModel):
             settings = {"assistant_layers": combination.assistant.num_layers,
                         "alpha": combination.alpha, "tau": combination.tau,
+                        "filter": combination.filter,
                         "adapter_file": manifest.get("adapter_file")}
         else:
             settings = {"scale": manifest.get("scale")}
@@ -136,7 +142,7 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> ULDForCausalLM:
         """Load a saved ULD or offset run: its target (checked against the recorded
         fingerprint) and its adapters or small models. `settings` override the run's
-        inference settings (ULD: alpha, tau, target; offset: scale, target)."""
+        inference settings (ULD: alpha, tau, filter, target; offset: scale, target)."""
         manifest = read_manifest(run_dir)
         if manifest is None or manifest["kind"] not in KINDS:
             found = "a plain model" if manifest is None else f"a {manifest['kind']} run"
@@ -152,6 +158,15 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
     def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
         raise ModelError("a ULD model is its run directory (the target stays where it is); "
                          "copy the run directory instead of saving the model")
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' generate; the forward passes it makes score as the model generates
+        (ULD's reference filter excludes tokens outside it only when generating)."""
+        self._generating = True
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._generating = False
 
     def get_input_embeddings(self) -> nn.Module:
         return _target_module(self.combination).get_input_embeddings()
@@ -181,8 +196,9 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
             past_key_values = DynamicCache()
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
                   "position_ids": position_ids, "use_cache": bool(use_cache)}
-        if self.paired is not None:
-            scores = self.paired(**inputs, past_key_values=past_key_values).logits
+        paired = self.paired_decoding if self._generating else self.paired
+        if paired is not None:
+            scores = paired(**inputs, past_key_values=past_key_values).logits
         else:
             scores = self._each_member(inputs, past_key_values)
         if logits_to_keep:
@@ -203,6 +219,8 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         outputs = []
         for module, member_cache in zip(self.members, caches):
             outputs.append(module(**inputs, **cache_argument(module, member_cache)).logits)
+        if self._generating:
+            return self.combination.decoding_combine(outputs)
         return self.combination.combine(outputs)
 
 

@@ -53,6 +53,7 @@ from uldkit.uld.records import (
     read_history,
     write_assistant,
 )
+from uldkit.uld.relative_top import DEFAULT_FILTER, REFERENCE_TAU, check_filter
 
 DEFAULT_RETAIN_COUNT = 400
 
@@ -241,15 +242,21 @@ class ULD(UnlearningMethod):
         cls, path: Path, manifest: dict[str, Any], *, device: str | None = None,
         allow_pickle: bool = False, trust_remote_code: bool = False,
         alpha: float | None = None, tau: float | None = None, target: str | None = None,
-        dtype: str | None = None, **settings: Any,
+        dtype: str | None = None, filter: str | None = None, **settings: Any,
     ) -> LanguageModel:
         """The unlearned model: the target from the manifest (or `target`) plus the adapters.
 
-        `alpha` and `tau` override the values recorded at training time.
+        `alpha` and `tau` override the values recorded at training time; `filter` picks the
+        relative-top filter (`uldkit.uld.relative_top`; default strict). The reference
+        filter without a `tau` takes the authors' tau (REFERENCE_TAU), not the recorded one.
         """
         if settings:
             raise ModelError(f"unknown ULD setting(s) {', '.join(sorted(settings))}; known: "
-                             "alpha, tau, target")
+                             "alpha, tau, filter, target")
+        filter = DEFAULT_FILTER if filter is None else filter
+        check_filter(filter)
+        if tau is None and filter == "reference":
+            tau = REFERENCE_TAU
         path = Path(path)
         recorded = AssistantManifest.parse(manifest, path)
         target_path = str(target) if target is not None else recorded.target
@@ -266,6 +273,7 @@ class ULD(UnlearningMethod):
             assistant, tokenizer,
             alpha=recorded.alpha if alpha is None else float(alpha),
             tau=recorded.tau if tau is None else float(tau),
+            filter=filter,
             name=path.name,
         )
 

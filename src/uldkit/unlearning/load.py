@@ -45,12 +45,17 @@ def load_for_transformers(
     dtype: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    **settings: Any,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) as transformers objects, for tools that take one (lm-eval's HFLM,
     `pipeline`): a plain model as it is; ULD and offset runs as their transformers-native
-    model class."""
+    model class, with `settings` (e.g. alpha, tau, filter) overriding the run's."""
     manifest = read_manifest(path)
     if manifest is None or manifest["kind"] == "plain":
+        if settings:
+            raise ModelError(
+                f"'{path}' is a plain model; settings {sorted(settings)} do not apply to it"
+            )
         return load_model(path, device=device, dtype=dtype, allow_pickle=allow_pickle,
                           trust_remote_code=trust_remote_code)
     from uldkit.uld.hf_model import KINDS, ULDForCausalLM
@@ -60,5 +65,5 @@ def load_for_transformers(
                          "model class; load it with load_language_model")
     model = ULDForCausalLM.from_pretrained(path, device=device, dtype=dtype,
                                            allow_pickle=allow_pickle,
-                                           trust_remote_code=trust_remote_code)
+                                           trust_remote_code=trust_remote_code, **settings)
     return model, model.combination.tokenizer
