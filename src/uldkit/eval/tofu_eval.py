@@ -417,7 +417,8 @@ def _score_samples(
             )
         if memorisation:
             matches = scored.greedy_matches[gt[i]]
-            record[EXACT_MEMORISATION] = exact_memorisation_from_matches(matches)
+            record[EXACT_MEMORISATION] = exact_memorisation_from_matches(
+                matches, es_definition)
             record[EXTRACTION_STRENGTH] = extraction_strength_from_matches(
                 matches, es_definition)
         samples[i] = record
