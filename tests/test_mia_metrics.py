@@ -12,6 +12,7 @@ import torch
 
 from uldkit.data.synthetic import generate_world
 from uldkit.errors import ConfigError, DataError
+from uldkit.eval.knowmem import muse_rouge_l_f1
 from uldkit.eval.memorisation import (
     distinct_n,
     exact_memorisation_from_matches,
@@ -35,7 +36,7 @@ from uldkit.eval.mia import (
     zlib_length,
     zlib_score,
 )
-from uldkit.eval.muse import privleak, verbmem_pairs
+from uldkit.eval.muse import privleak, verbmem, verbmem_pairs
 from uldkit.eval.rouge import rouge_l
 from uldkit.eval.token_scores import score_continuations, score_passages
 from uldkit.models.generation import GenerationSettings, generate_ids
@@ -371,6 +372,16 @@ def test_verbmem_prompt_is_halved_for_short_passages(tiny_lm):
     assert prompt == bos + long_ids[:32] and truth == long_ids[32:52]
     half = len(short_ids) // 2
     assert short_prompt == bos + short_ids[:half] and short_truth == short_ids[half:]
+
+
+def test_verbmem_scores_rouge_l_f1_without_stemming_as_muse(tiny_lm):
+    texts = [d.text for d in generate_world(6, seed=1).biographies()][:3]
+    mean, records = verbmem(tiny_lm, texts)
+    assert [r["rougeL_f1"] for r in records] == [
+        muse_rouge_l_f1(r["generated"], r["continuation"]) for r in records]
+    assert mean == pytest.approx(np.mean([r["rougeL_f1"] for r in records]))
+    # MUSE's scorer keeps word forms: "cats" is not "cat"
+    assert muse_rouge_l_f1("cats sat", "cat sat") == pytest.approx(0.5)
 
 
 # --- fluency ------------------------------------------------------------------------------------
