@@ -12,6 +12,7 @@ import torch
 
 from uldkit.data.synthetic import generate_world
 from uldkit.errors import ConfigError, DataError
+from uldkit.eval.knowmem import muse_rouge_l_f1
 from uldkit.eval.memorisation import (
     distinct_n,
     exact_memorisation_from_matches,
@@ -35,7 +36,7 @@ from uldkit.eval.mia import (
     zlib_length,
     zlib_score,
 )
-from uldkit.eval.muse import privleak, verbmem_pairs
+from uldkit.eval.muse import privleak, verbmem, verbmem_pairs
 from uldkit.eval.rouge import rouge_l
 from uldkit.eval.token_scores import score_continuations, score_passages
 from uldkit.models.generation import GenerationSettings, generate_ids
@@ -263,18 +264,19 @@ def test_exact_memorisation_and_extraction_strength(continuation, em, es):
     assert result.extraction_strength[0] == pytest.approx(es)
 
 
-# OpenUnlearning's ES, by hand: the last token (an answer's EOS) is dropped, T' = 3, and the
-# suffix search stops at k = T' - 1, so a miss at the last kept token gives 1/3, not 0.
-@pytest.mark.parametrize(("continuation", "es"), [
-    ([1, 2, 0, 1], 1.0),      # matches T T T (T): no miss
-    ([1, 2, 1, 2], 1 / 3),    # T T F (T): last miss at 3 of 3, k capped at 2
-    ([1, 2, 0, 2], 1.0),      # T T T (F): the missed last token is not scored
-    ([2, 0, 1, 2], 2 / 3),    # F T T (T): k = 1
-    ([0, 0, 0, 0], 1 / 3),    # F F F (F): k capped at 2
-    ([1], 0.0),               # nothing left once the last token is dropped
+# OpenUnlearning's EM and ES, by hand: the last token (an answer's EOS) is dropped, T' = 3,
+# and the suffix search stops at k = T' - 1, so a miss at the last kept token gives 1/3, not 0.
+@pytest.mark.parametrize(("continuation", "em", "es"), [
+    ([1, 2, 0, 1], 1.0, 1.0),      # matches T T T (T): no miss
+    ([1, 2, 1, 2], 2 / 3, 1 / 3),  # T T F (T): last miss at 3 of 3, k capped at 2
+    ([1, 2, 0, 2], 1.0, 1.0),      # T T T (F): the missed last token is not scored
+    ([2, 0, 1, 2], 2 / 3, 2 / 3),  # F T T (T): k = 1
+    ([0, 0, 0, 0], 0.0, 1 / 3),    # F F F (F): k capped at 2
+    ([1], 0.0, 0.0),               # nothing left once the last token is dropped
 ])
-def test_extraction_strength_as_openunlearning_defines_it(continuation, es):
+def test_memorisation_as_openunlearning_defines_it(continuation, em, es):
     result = memorisation(BigramLM(_CYCLE), [[0]], [continuation])  # the default
+    assert result.exact_memorisation[0] == pytest.approx(em)
     assert result.extraction_strength[0] == pytest.approx(es)
     assert memorisation(BigramLM(_CYCLE), [[0]], [continuation],
                         es_definition="openunlearning").extraction_strength[0] == \
@@ -299,6 +301,8 @@ def test_extraction_strength_equals_the_smallest_prefix_that_greedy_decoding_com
 
 def test_match_helpers_on_edge_cases():
     assert exact_memorisation_from_matches(np.array([], dtype=bool)) == 0.0
+    assert exact_memorisation_from_matches(np.array([True, False]), "uldkit") == 0.5
+    assert exact_memorisation_from_matches(np.array([True, False])) == 1.0  # EOS not scored
     assert extraction_strength_from_matches(np.array([], dtype=bool)) == 0.0
     assert extraction_strength_from_matches(np.array([False, True, True, True]),
                                             "uldkit") == 0.75
@@ -368,6 +372,16 @@ def test_verbmem_prompt_is_halved_for_short_passages(tiny_lm):
     assert prompt == bos + long_ids[:32] and truth == long_ids[32:52]
     half = len(short_ids) // 2
     assert short_prompt == bos + short_ids[:half] and short_truth == short_ids[half:]
+
+
+def test_verbmem_scores_rouge_l_f1_without_stemming_as_muse(tiny_lm):
+    texts = [d.text for d in generate_world(6, seed=1).biographies()][:3]
+    mean, records = verbmem(tiny_lm, texts)
+    assert [r["rougeL_f1"] for r in records] == [
+        muse_rouge_l_f1(r["generated"], r["continuation"]) for r in records]
+    assert mean == pytest.approx(np.mean([r["rougeL_f1"] for r in records]))
+    # MUSE's scorer keeps word forms: "cats" is not "cat"
+    assert muse_rouge_l_f1("cats sat", "cat sat") == pytest.approx(0.5)
 
 
 # --- fluency ------------------------------------------------------------------------------------

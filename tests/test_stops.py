@@ -61,6 +61,18 @@ def test_plain_answer_is_cut_where_it_runs_on_into_the_next_question(memorised):
     assert tokenizer.decode(ids, skip_special_tokens=True).strip() == "Ada Lovelace wrote it."
 
 
+def test_known_greedy_tokens_are_cut_at_stop_text_like_decoded_ones(memorised):
+    model, tokenizer = memorised
+    lm = CausalLM(model, tokenizer)
+    prompt = [tokenizer("Question: Who wrote the river book?\nAnswer:")["input_ids"]]
+    raw = generate_ids(lm, prompt, GenerationSettings(max_new_tokens=30, stop_texts=()))[0]
+    settings = GenerationSettings(max_new_tokens=30)
+    cut = generate_ids(lm, prompt, settings)[0]
+    assert len(cut) < len(raw)
+    assert generate_ids(lm, prompt, settings, [raw])[0] == cut
+    assert generate_ids(lm, prompt, settings, [raw[:len(cut)]])[0] == cut
+
+
 def test_generation_stops_at_the_second_eos_id_of_the_generation_config(memorised):
     model, tokenizer = memorised
     lm = CausalLM(model, tokenizer)

@@ -3,7 +3,8 @@
 For a prefix p and its true continuation y = y_1..y_T (an answer after its question prompt,
 or the rest of a passage), with g_t = 1 when the model's greedy (argmax) next token given
 p + y_<t equals y_t:
-- EM (exact memorisation, Tirumala et al., 2022) = mean_t g_t.
+- EM (exact memorisation, Tirumala et al., 2022) = mean_t g_t; under the "openunlearning"
+  definition below over y without its last token, as ES.
 - ES (extraction strength, Carlini et al., 2021), in two definitions (docs/metrics.md):
   "uldkit": 1 - k/T with k the smallest prefix length of y such that greedy decoding from
   p + y_<=k reproduces y_k+1..y_T exactly. Greedy decoding reproduces the rest exactly iff
@@ -47,13 +48,21 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 # --- memorisation -----------------------------------------------------------------------------
-def exact_memorisation_from_matches(greedy_match: np.ndarray) -> float:
-    return float(np.mean(greedy_match)) if len(greedy_match) else 0.0
-
-
 ES_OPENUNLEARNING = "openunlearning"
 ES_ULDKIT = "uldkit"
 ES_DEFINITIONS = (ES_OPENUNLEARNING, ES_ULDKIT)
+
+
+def exact_memorisation_from_matches(
+    greedy_match: np.ndarray, definition: str = ES_OPENUNLEARNING
+) -> float:
+    """EM from the greedy matches of a continuation's tokens (module docstring); 0 when no
+    token is scored (OpenUnlearning logs None there)."""
+    check_es_definition(definition)
+    matches = np.asarray(greedy_match, dtype=bool)
+    if definition == ES_OPENUNLEARNING:
+        matches = matches[:-1]
+    return float(np.mean(matches)) if len(matches) else 0.0
 
 
 def check_es_definition(definition: str) -> None:
@@ -96,7 +105,8 @@ def memorisation(
     check_es_definition(es_definition)
     scores = score_continuations(lm, prefixes, continuations, batch_size)
     return Memorisation(
-        np.array([exact_memorisation_from_matches(s.greedy_match) for s in scores]),
+        np.array([exact_memorisation_from_matches(s.greedy_match, es_definition)
+                  for s in scores]),
         np.array([extraction_strength_from_matches(s.greedy_match, es_definition)
                   for s in scores]),
     )

@@ -2,7 +2,8 @@
 
 - VerbMem on D_f: prompt with the first l tokens of each forget passage, greedy-generate as many
   tokens as the true continuation has (at most `max_continuation_tokens`), ROUGE-L F1 against
-  that continuation. l = min(`prompt_tokens` (32), n // 2) for a passage of n tokens, so a
+  that continuation, without stemming (MUSE's authors score it with the same logger as
+  KnowMem: `rouge-score`, `use_stemmer=False`, the mean of the F-measures). l = min(`prompt_tokens` (32), n // 2) for a passage of n tokens, so a
   short passage keeps at least half of itself as the continuation to reproduce.
 - KnowMem on D_f and on D_r: greedy answers to QA pairs about the passages, scored against
   the true answers; `knowmem` "muse" (default) as MUSE's authors compute it (in-context
@@ -15,8 +16,7 @@
 Beside them (METRICS.md, "Other"): exact memorisation and extraction strength of the forget
 QA answers (teacher-forced, as in the TOFU summary) and of the VerbMem continuations given
 their prompts ("verbatim_"), and the fluency of the generated forget answers.
-VerbMem's ROUGE uses the `rouge-score` package with stemming. Output keeps MUSE's column
-order.
+Output keeps MUSE's column order.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import numpy as np
 from uldkit.data.documents import DocumentSplits, document_texts, leading_special_ids
 from uldkit.data.types import QAPair
 from uldkit.errors import DataError
-from uldkit.eval.knowmem import KNOWMEM_MUSE, check_knowmem_variant
+from uldkit.eval.knowmem import KNOWMEM_MUSE, check_knowmem_variant, muse_rouge_l_f1
 from uldkit.eval.knowmem import knowmem as knowmem_variant
 from uldkit.eval.memorisation import Memorisation, fluency, memorisation, qa_memorisation
 from uldkit.eval.mia import finite_or_none, mia_scores, roc_auc
-from uldkit.eval.rouge import rouge_l
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import LanguageModel
 from uldkit.training.journal import JournalledStages
@@ -121,7 +120,7 @@ def verbmem_pairs(
 def verbmem(
     lm: LanguageModel, passages: Sequence[str], settings: MuseSettings = MuseSettings()
 ) -> tuple[float, list[dict]]:
-    """Mean ROUGE-L F1 of greedy continuations, and one record per passage."""
+    """Mean ROUGE-L F1 (no stemming) of greedy continuations, and one record per passage."""
     pairs = verbmem_pairs(lm.tokenizer, passages, settings.prompt_tokens,
                           settings.max_continuation_tokens)
     decode = lm.tokenizer.decode
@@ -137,7 +136,7 @@ def verbmem(
             records.append({
                 "metric": "verbmem", "index": start + offset,
                 "prompt": decode(prompt, skip_special_tokens=True), "continuation": reference,
-                "generated": text, "rougeL_f1": rouge_l(text, reference).f1,
+                "generated": text, "rougeL_f1": muse_rouge_l_f1(text, reference),
             })
     return _mean(r["rougeL_f1"] for r in records), records
 

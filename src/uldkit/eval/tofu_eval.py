@@ -9,7 +9,12 @@ Each of the four sets (forget split, `retain_perturbed`, `real_authors_perturbed
   values (`uldkit.models.prefix_scoring`); the values do not depend on batch size or
   padding side;
 - greedy generation of the answer, stopped at EOS or the length cap, and its ROUGE-1 /
-  ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU).
+  ROUGE-L recall against the true answer (`rouge-score`, stemming on, as TOFU). With
+  `shared_prefix`, generation starts from what the loss pass already computed: the model's
+  argmax at each true-answer position is its greedy choice as long as the answer so far is
+  what it would have generated, so its greedy answer is known up to the first token where
+  it departs from the true answer, and decoding resumes only after that (a model that
+  reproduces an answer to its end costs no decoding step for it). The text is the same.
 
 The forget set also gets, per sample, the exact memorisation and extraction strength of the
 true answer (`uldkit.eval.memorisation`), read from the argmax of the loss pass's own
@@ -365,7 +370,7 @@ def _score_samples(
     share = _SCORING_SHARE * len(indices) / len(slots)
     scored = answer_scores(
         lm, questions, answers, batch_size, max_length, padding_side,
-        on_batch=lambda n: advance(n * share), greedy_matches=memorisation,
+        on_batch=lambda n: advance(n * share), greedy_matches=memorisation or shared_prefix,
         shared_prefix=shared_prefix,
     )
     sums, counts = scored.sums, scored.counts
@@ -382,6 +387,7 @@ def _score_samples(
     answers_generated = greedy_answers(
         lm, [pairs[i].question for i in indices], max_new_tokens, batch_size,
         on_answers=lambda n: advance(n * (1 - _SCORING_SHARE)), max_length=max_length,
+        known=[scored.greedy_continuation(gt[i]) for i in indices] if shared_prefix else None,
     )
     generated = dict(zip(indices, answers_generated))
     samples = {}
@@ -414,7 +420,8 @@ def _score_samples(
             )
         if memorisation:
             matches = scored.greedy_matches[gt[i]]
-            record[EXACT_MEMORISATION] = exact_memorisation_from_matches(matches)
+            record[EXACT_MEMORISATION] = exact_memorisation_from_matches(
+                matches, es_definition)
             record[EXTRACTION_STRENGTH] = extraction_strength_from_matches(
                 matches, es_definition)
         samples[i] = record
@@ -428,12 +435,15 @@ def greedy_answers(
     batch_size: int = 16,
     on_answers: Callable[[int], None] | None = None,
     max_length: int | None = None,
+    known: Sequence[Sequence[int]] | None = None,
 ) -> list[str]:
     """Greedy answers (text after the prompt), each cut at EOS or its cap (module docstring).
 
     Prompts are batched by length; a row decoded past its own cap is cut back to it, which
     gives what decoding it alone would. With `max_length`, a prompt of that many tokens or
-    more keeps its last `max_length // 2` (as in scoring), with a warning.
+    more keeps its last `max_length // 2` (as in scoring), with a warning. `known`: per
+    question, the first tokens of the model's greedy answer to the prompt so encoded, as
+    the scoring pass found them (`generate_ids`): decoding resumes after them.
     """
     prompts = [encode_prompt(lm.tokenizer, q) for q in questions]
     if max_length is not None:
@@ -453,7 +463,8 @@ def greedy_answers(
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         settings = GenerationSettings(max_new_tokens=max(caps[i] for i in chunk))
-        outputs = generate_ids(lm, [prompts[i] for i in chunk], settings)
+        outputs = generate_ids(lm, [prompts[i] for i in chunk], settings,
+                               None if known is None else [known[i] for i in chunk])
         for i, ids in zip(chunk, outputs):
             answers[i] = lm.tokenizer.decode(ids[:caps[i]], skip_special_tokens=True).strip()
         if on_answers is not None:

@@ -74,48 +74,91 @@ def generate_ids(
     lm: LanguageModel,
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings = GenerationSettings(),
+    known: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt, decoded together with a KV cache. A row ends at a stop
     id (not included) or once its text holds a stop text (its tokens from the one where that
     text starts are dropped).
 
     A prompt that would not leave `max_new_tokens` positions in the model's context keeps
-    its last tokens, with a warning."""
-    prompts = fit_to_context(prompts, settings.max_new_tokens, context_length(lm))
-    tokenizer = lm.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stop_ids = model_stop_ids(lm)
-    stop_texts = (answer_stop_texts(tokenizer) if settings.stop_texts is None
-                  else settings.stop_texts)
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-        attention_mask[row, width - len(prompt):] = 1
-    input_ids, attention_mask = input_ids.to(lm.device), attention_mask.to(lm.device)
+    its last tokens, with a warning (and then its `known` tokens are not used).
 
-    generator = None
-    if settings.seed is not None:
-        generator = torch.Generator(device=lm.device).manual_seed(settings.seed)
-    decoding = lm.start_decoding(input_ids, attention_mask)
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=lm.device)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    for _ in range(settings.max_new_tokens):
-        next_tokens = choose_next_tokens(decoding.scores, settings, generator)
-        for row in (~finished).nonzero().flatten().tolist():
-            token = int(next_tokens[row])
-            if token in stop_ids:
-                finished[row] = True
-                continue
-            outputs[row].append(token)
-            if stop_texts and _cut_at_stop_text(tokenizer, outputs[row], stop_texts):
-                finished[row] = True
-        if finished.all():
-            break
-        next_tokens = next_tokens.masked_fill(finished, pad_id)
-        decoding.advance(next_tokens)
-    return outputs
+    `known` (greedy decoding only): per prompt, the first tokens of the model's greedy
+    continuation, already computed (as a scoring pass computes them,
+    `AnswerScores.greedy_continuation`). They are taken as decoded, stops and cap applied
+    as to decoded tokens; a row they finish costs no forward pass, and the others resume
+    decoding after them."""
+    fitted = fit_to_context(prompts, settings.max_new_tokens, context_length(lm))
+    if known is not None:
+        if settings.do_sample and settings.temperature >= GREEDY_BELOW_TEMPERATURE:
+            raise ConfigError("known greedy tokens can only start greedy decoding")
+        if len(known) != len(prompts):
+            raise ValueError("known tokens must be given for every prompt")
+        known = [list(k) if list(p) == f else [] for k, p, f in zip(known, prompts, fitted)]
+    decoder = _Decoder(lm, settings, len(prompts))
+    for row, tokens in enumerate(known or []):
+        for token in tokens[:settings.max_new_tokens]:
+            if decoder.take(row, token):
+                break
+    # Rows still open resume after the tokens they have taken (all of them are in the text
+    # decoded so far: a stop ends the row).
+    rows = [row for row in range(len(prompts)) if not decoder.finished[row]]
+    if rows:
+        decoder.decode(rows, [fitted[row] + decoder.taken[row] for row in rows])
+    return decoder.outputs
+
+
+class _Decoder:
+    """Output tokens per row, with stops and the cap applied as each token is taken."""
+
+    def __init__(self, lm: LanguageModel, settings: GenerationSettings, rows: int) -> None:
+        self.lm = lm
+        self.settings = settings
+        self.stop_ids = model_stop_ids(lm)
+        self.stop_texts = (answer_stop_texts(lm.tokenizer) if settings.stop_texts is None
+                           else settings.stop_texts)
+        self.outputs: list[list[int]] = [[] for _ in range(rows)]
+        self.taken: list[list[int]] = [[] for _ in range(rows)]  # every token, cut or not
+        self.finished = [False] * rows
+
+    def take(self, row: int, token: int) -> bool:
+        """Take the next token of `row`; whether the row has ended."""
+        self.taken[row].append(token)
+        if token in self.stop_ids:
+            self.finished[row] = True
+        else:
+            self.outputs[row].append(token)
+            if self.stop_texts and _cut_at_stop_text(self.lm.tokenizer, self.outputs[row],
+                                                     self.stop_texts):
+                self.finished[row] = True
+        if len(self.taken[row]) >= self.settings.max_new_tokens:
+            self.finished[row] = True
+        return self.finished[row]
+
+    def decode(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> None:
+        """Decode `rows` together, after their (left-padded) prompts, until each has ended."""
+        lm, settings = self.lm, self.settings
+        pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for index, prompt in enumerate(prompts):
+            input_ids[index, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+            attention_mask[index, width - len(prompt):] = 1
+        input_ids, attention_mask = input_ids.to(lm.device), attention_mask.to(lm.device)
+        generator = None
+        if settings.seed is not None:
+            generator = torch.Generator(device=lm.device).manual_seed(settings.seed)
+        decoding = lm.start_decoding(input_ids, attention_mask)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=lm.device)
+        while True:
+            next_tokens = choose_next_tokens(decoding.scores, settings, generator)
+            for index in (~done).nonzero().flatten().tolist():
+                if self.take(rows[index], int(next_tokens[index])):
+                    done[index] = True
+            if done.all():
+                return
+            decoding.advance(next_tokens.masked_fill(done, pad_id))
 
 
 def _cut_at_stop_text(tokenizer, ids: list[int], stops: Sequence[str]) -> bool:

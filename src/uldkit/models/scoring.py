@@ -17,11 +17,23 @@ from uldkit.models.prefix_scoring import continuation_logits
 @dataclass(frozen=True)
 class AnswerScores:
     """Per (question, answer): summed NLL over the answer tokens and their number; with
-    greedy matches asked for, also whether each answer token is the model's argmax."""
+    greedy matches asked for, also whether each answer token is the model's argmax, and
+    that argmax (the model's greedy choice given the prompt and the answer before it)."""
 
     sums: np.ndarray  # float64 [n]
     counts: np.ndarray  # int64 [n]
     greedy_matches: list[np.ndarray] | None = None  # bool [answer tokens], per pair
+    greedy_ids: list[np.ndarray] | None = None  # int64 [answer tokens], per pair
+
+    def greedy_continuation(self, index: int) -> list[int]:
+        """The model's greedy continuation of pair `index`'s prompt as far as this pass
+        shows it: the argmax tokens up to and including the first one that differs from
+        the answer (all of them if none does). Needs greedy matches."""
+        if self.greedy_matches is None or self.greedy_ids is None:
+            raise ValueError("greedy continuations need answer_scores(greedy_matches=True)")
+        misses = np.flatnonzero(~self.greedy_matches[index])
+        end = int(misses[0]) + 1 if misses.size else len(self.greedy_ids[index])
+        return self.greedy_ids[index][:end].tolist()
 
 
 @torch.no_grad()
@@ -58,6 +70,7 @@ def answer_scores(
     sums = np.zeros(len(encoded), dtype=np.float64)
     counts = np.zeros(len(encoded), dtype=np.int64)
     matches: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(encoded)
+    choices: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(encoded)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -65,11 +78,11 @@ def answer_scores(
         batch = {k: v.to(lm.device) for k, v in batch.items()}
         logits = lm.logits(batch["input_ids"], batch["attention_mask"])
         nll, mask = token_nll(logits, batch["labels"])
-        hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) if greedy_matches else None
-        _record(chunk, nll, mask, hits, sums, counts, matches)
+        greedy = logits[:, :-1].argmax(-1) if greedy_matches else None
+        _record(chunk, nll, mask, greedy, batch["labels"][:, 1:], sums, counts, matches, choices)
         if on_batch is not None:
             on_batch(len(chunk))
-    return AnswerScores(sums, counts, matches if greedy_matches else None)
+    return _scores(sums, counts, matches, choices, greedy_matches)
 
 
 def _shared_prefix_scores(
@@ -86,6 +99,7 @@ def _shared_prefix_scores(
     sums = np.zeros(len(encoded), dtype=np.float64)
     counts = np.zeros(len(encoded), dtype=np.int64)
     matches: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(encoded)
+    choices: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(encoded)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     for batch in _whole_groups(prompts, groups, encoded, batch_size):
         members = [i for prompt in batch for i in groups[prompt]]
@@ -103,23 +117,31 @@ def _shared_prefix_scores(
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         nll = -logprobs.gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
         nll = torch.where(mask, nll, torch.zeros_like(nll))
-        hits = (logits.argmax(-1) == labels) if greedy_matches else None
-        _record(members, nll, mask, hits, sums, counts, matches)
+        greedy = logits.argmax(-1) if greedy_matches else None
+        _record(members, nll, mask, greedy, labels, sums, counts, matches, choices)
         if on_batch is not None:
             on_batch(len(members))
-    return AnswerScores(sums, counts, matches if greedy_matches else None)
+    return _scores(sums, counts, matches, choices, greedy_matches)
 
 
 def _record(rows: Sequence[int], nll: torch.Tensor, mask: torch.Tensor,
-            hits: torch.Tensor | None, sums: np.ndarray, counts: np.ndarray,
-            matches: list[np.ndarray]) -> None:
-    """Store a batch's per-answer loss sums, token counts and (with `hits`) greedy matches."""
+            greedy: torch.Tensor | None, labels: torch.Tensor, sums: np.ndarray,
+            counts: np.ndarray, matches: list[np.ndarray], choices: list[np.ndarray]) -> None:
+    """Store a batch's per-answer loss sums, token counts and (with `greedy`, the argmax
+    at each position) greedy matches and choices."""
     sums[rows] = nll.double().sum(-1).cpu().numpy()
     counts[rows] = mask.sum(-1).cpu().numpy()
-    if hits is not None:
-        hits_np, scored = hits.cpu().numpy(), mask.cpu().numpy()
+    if greedy is not None:
+        greedy_np, scored = greedy.cpu().numpy(), mask.cpu().numpy()
+        hits_np = (greedy == labels).cpu().numpy()
         for row, index in enumerate(rows):
             matches[index] = hits_np[row][scored[row]]
+            choices[index] = greedy_np[row][scored[row]]
+
+
+def _scores(sums: np.ndarray, counts: np.ndarray, matches: list[np.ndarray],
+            choices: list[np.ndarray], greedy: bool) -> AnswerScores:
+    return AnswerScores(sums, counts, matches if greedy else None, choices if greedy else None)
 
 
 def _whole_groups(
