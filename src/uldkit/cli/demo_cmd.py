@@ -64,7 +64,7 @@ def summary_table(results: dict) -> Table:
     table = Table(title="Unlearning on the synthetic world (TOFU metrics)",
                   caption=_CAPTION, **_NARROW)
     columns = ("model", "forget\nquality ↑", "model\nutility ↑", "forget\nROUGE ↓",
-               "forget\nProb. ↓", "forget\nES ↓", "MIA ↓", "time")
+               "forget\nProb. ↓", "forget\nES ↓", "ppl\n×retain", "MIA ↓", "time")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right",
                          no_wrap=True)
@@ -76,6 +76,7 @@ def summary_table(results: dict) -> Table:
             _fmt(row.get("forget_rouge"), "{:.3f}"),
             _fmt(row.get("forget_prob"), "{:.3f}"),
             _fmt(row.get("forget_extraction_strength"), "{:.2f}"),
+            _fmt((row.get("forget_answer_fluency") or {}).get("perplexity_ratio"), "{:.2f}"),
             _separating(row),
             _duration(row.get("train_seconds")),
         )
@@ -85,8 +86,10 @@ def summary_table(results: dict) -> Table:
 # No outer frame and no rules between columns, so every column fits in 80 (logs, CI).
 _NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
            "collapse_padding": True}
-_CAPTION = ("ES: extraction strength of the forget answers. MIA: membership-inference attacks "
-            "that still separate forget from held-out data, of those run. time: training time.")
+_CAPTION = ("ES: extraction strength of the forget answers. ppl ×retain: perplexity of the "
+            "generated forget answers under the retain model, over that of the retain model's "
+            "own (aim ≤ 1.5). MIA: membership-inference attacks that still separate forget "
+            "from held-out data, of those run. time: training time.")
 
 
 def _muse_table(results: dict) -> Table:

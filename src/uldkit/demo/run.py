@@ -146,13 +146,14 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
         summary_file = RunDir(eval_dir).summary("eval")
         if summary_file.exists():
             figures = json.loads(summary_file.read_text())["figures"]
-            if figures.get("forget_exact_memorisation") is not None:
+            fluency = figures.get("forget_answer_fluency") or {}
+            if figures.get("forget_exact_memorisation") is not None and "perplexity" in fluency:
                 return load_tofu_log(eval_dir / "eval_log_aggregated.json"), figures
         log(f"[demo] evaluating {name}")
         tofu_log, summary = evaluate_tofu(
             model(), source, config.forget, retain_log=retain_log,
             max_new_tokens=config.max_new_tokens, out_dir=eval_dir, resume=True,
-            model_name=name,
+            model_name=name, reference=retain_model(), reference_name="retain",
         )
         return tofu_log, summary.figures.to_dict()
 

@@ -197,8 +197,10 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
                  for key in MEMORISATION_KEYS}
     fluency = figures.get("forget_answer_fluency")
     if fluency is not None:
-        fluency = _parse_numbers(fluency, ("distinct_2", "repetition_3", "ngram_entropy"),
-                                 source, f"{where}.forget_answer_fluency")
+        fluency = {**_parse_numbers(fluency, ("distinct_2", "repetition_3", "ngram_entropy"),
+                                    source, f"{where}.forget_answer_fluency"),
+                   **_optional_numbers(fluency, OPTIONAL_FLUENCY_KEYS, source,
+                                       f"{where}.forget_answer_fluency")}
     return ModelResult(
         name, role, train_seconds=train_seconds, samples=samples, **metrics,
         exact_memorisation=memorised["forget_exact_memorisation"],
@@ -207,6 +209,16 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
         mia=_parse_mia(summary.get("mia"), source, f"{where}.mia"),
         relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
     )
+
+
+# measured by later versions: a result without them shows "—"
+OPTIONAL_FLUENCY_KEYS = ("longest_repeat_run", "max_repeat_run", "perplexity",
+                         "retain_answers_perplexity", "perplexity_ratio", "empty_answers")
+
+
+def _optional_numbers(value: dict, keys: tuple[str, ...], source: Path,
+                      where: str) -> dict[str, float | None]:
+    return {key: _optional_number(value.get(key), source, f"{where}.{key}") for key in keys}
 
 
 def _parse_numbers(value: Any, keys: tuple[str, ...], source: Path,

@@ -21,7 +21,8 @@ TOFU_COLUMNS = ("Model", "Forget quality", "Model utility", "Forget ROUGE", "For
 MUSE_COLUMNS = (("VerbMem on D_f", "verbmem_forget"), ("KnowMem on D_f", "knowmem_forget"),
                 ("PrivLeak", "privleak"), ("KnowMem on D_r", "knowmem_retain"),
                 ("Utility preserved", "utility_preserved"))
-MEMORISATION_COLUMNS = ("Forget EM", "Forget ES", "Fluency (n-gram entropy)")
+MEMORISATION_COLUMNS = ("Forget EM", "Forget ES", "Fluency (n-gram entropy)",
+                        "Longest repeat", "Answer PPL", "PPL ×retain")
 ATTACK_TITLES = {"loss": "LOSS", "zlib": "zlib", "min_k": "Min-K%", "min_k_plus_plus": "Min-K%++",
                  "reference": "Reference"}
 
@@ -46,7 +47,11 @@ MEMORISATION_NOTE = (
     "given the true prefix. Forget ES (extraction strength): 1 - the smallest share of the "
     "answer an attacker must supply before greedy decoding completes it exactly (0: nothing "
     "can be extracted). Both lower is better, down to the retain model's. Fluency: n-gram "
-    "entropy (bits) of the generated forget answers; gibberish and repetition make it fall."
+    "entropy (bits) of the generated forget answers; gibberish and repetition make it fall. "
+    "Longest repeat: mean over answers of the most words covered by one unit of 1-4 words "
+    "repeated back to back (0: none). Answer PPL: perplexity of the generated forget answers "
+    "under the retain model (else the target); PPL ×retain: that over the perplexity of the "
+    "retain model's own answers under the same model (1: as fluent; aim ≤ 1.5)."
 )
 
 
@@ -95,13 +100,19 @@ def results_table(run: RunResults, duration: Callable[[float | None], str]) -> R
             cells += [_number(v) for v in (model.model_utility, model.forget_rouge,
                                            model.forget_prob)]
         if memorisation:
-            entropy = None if model.fluency is None else model.fluency.get("ngram_entropy")
+            fluency = model.fluency or {}
             cells += [_number(model.exact_memorisation), _number(model.extraction_strength),
-                      "—" if entropy is None else f"{entropy:.2f}"]
+                      *(_decimals(fluency.get(key), 2) for key in
+                        ("ngram_entropy", "longest_repeat_run", "perplexity",
+                         "perplexity_ratio"))]
         cells.append(duration(model.train_seconds))
         rows.append((model.role, cells))
     title = "MUSE figures" if run.is_muse else "TOFU figures"
     return ReportTable(title, headers, rows, note)
+
+
+def _decimals(value: float | None, places: int) -> str:
+    return "—" if value is None else f"{value:.{places}f}"
 
 
 # --- membership inference -------------------------------------------------------------------
