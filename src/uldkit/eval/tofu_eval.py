@@ -53,6 +53,7 @@ from uldkit.eval.memorisation import (
     check_es_definition,
     exact_memorisation_from_matches,
     extraction_strength_from_matches,
+    fluency,
     qa_memorisation,
 )
 from uldkit.eval.progress import SampleProgress
@@ -233,8 +234,8 @@ def evaluate_tofu(
     log = {key: log[key] for key in sets}  # TOFU's set order
     figures = aggregate_tofu(log, retain_log)
     if reference is not None:
-        figures = with_answer_perplexity(figures, reference, sets[FORGET_SET], log[FORGET_SET],
-                                         retain_log, batch_size, max_length)
+        figures = replace(figures, forget_answer_fluency=answer_fluency(
+            reference, sets[FORGET_SET], log[FORGET_SET], retain_log, batch_size, max_length))
         settings["fluency_reference"] = reference_name or getattr(
             reference, "name", type(reference).__name__)
     seconds = sum(set_seconds.values())
@@ -255,23 +256,21 @@ def evaluate_tofu(
     return log, summary
 
 
-def with_answer_perplexity(
-    figures: TofuSummary, reference: LanguageModel, forget: QADataset,
-    forget_log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = None,
-    batch_size: int = 16, max_length: int = 512,
-) -> TofuSummary:
-    """`figures` with the generated forget answers' perplexity under `reference` in their
-    fluency (and the retain model's answers' and the ratio, when `retain_log` has them)."""
+def answer_fluency(
+    reference: LanguageModel, forget: QADataset, forget_log: Mapping[str, Any],
+    retain_log: Mapping[str, Any] | None = None, batch_size: int = 16, max_length: int = 512,
+) -> dict[str, Any] | None:
+    """The fluency of the generated forget answers (`memorisation.fluency`) with their
+    perplexity under `reference` (and the retain model's answers' and the ratio, when
+    `retain_log` has them); None when the log holds no generated answers."""
     answers = generated_answers(forget_log, len(forget))
     if answers is None:
-        return figures
+        return None
     retain = None if retain_log is None else generated_answers(retain_log[FORGET_SET],
                                                                len(forget))
     questions = [pair.question for pair in forget.pairs]
-    perplexity = perplexity_figures(reference, questions, answers, retain, batch_size,
-                                    max_length)
-    return replace(figures, forget_answer_fluency={
-        **(figures.forget_answer_fluency or {}), **perplexity})
+    return {**fluency(answers).to_dict(),
+            **perplexity_figures(reference, questions, answers, retain, batch_size, max_length)}
 
 
 def generated_answers(set_log: Mapping[str, Any], size: int) -> list[str] | None:
