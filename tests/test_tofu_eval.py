@@ -279,7 +279,10 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
     # alpha 0 subtracts nothing: the ULD model is the target, figure for figure (the
     # target's answers end within 16 tokens, so the 20-token cap changes none of them).
     for name, value in evaluated["summary"].figures.to_dict().items():
-        assert rows[0][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+        got = rows[0][name]
+        if name == "forget_answer_fluency":  # the sweep's adds perplexity under the target
+            got = {key: got[key] for key in value}
+        assert got == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert rows[1]["forget_prob"] < rows[0]["forget_prob"]
     for alpha in ("0", "2"):
         assert load_tofu_log(out / f"alpha_{alpha}").keys() == set(SET_KEYS)
