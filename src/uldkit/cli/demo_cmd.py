@@ -33,6 +33,9 @@ def demo_command(
     relearn: bool = typer.Option(
         True, "--relearn/--no-relearn",
         help="tofu: run the relearning attack on every unlearned model."),
+    quantize: bool = typer.Option(
+        True, "--quantize/--no-quantize",
+        help="tofu: 8- and 4-bit weights of every unlearned model (needs optimum-quanto)."),
     target: Path | None = typer.Option(
         None, "--target", help="Use this fine-tuned target model instead of training one "
         "(with --retain)."),
@@ -49,7 +52,7 @@ def demo_command(
     config = DemoConfig(
         out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
         benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,
-        seed=seed, relearn=relearn, target=None if target is None else str(target),
+        seed=seed, relearn=relearn, quantize=quantize, target=None if target is None else str(target),
         retain=None if retain is None else str(retain))
     results = run_demo(
         config, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))

@@ -65,6 +65,18 @@ class RelearnResult:
 
 
 @dataclass(frozen=True)
+class QuantizeResult:
+    """The quantisation attack on a model: forget-set Prob./ROUGE before and after."""
+
+    attack: str
+    bits: int
+    before: dict[str, float | None]
+    after: dict[str, float | None]
+    original: dict[str, float | None] | None
+    recovered: dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class AnswerSample:
     question: str
     truth: str
@@ -89,6 +101,7 @@ class ModelResult:
     muse: dict[str, float | None] | None = None  # MUSE_KEYS
     mia: MiaResult | None = None
     relearn: RelearnResult | None = None
+    quantize: tuple[QuantizeResult, ...] = ()  # one per bit width, as run
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,7 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
         fluency=fluency, muse=muse,
         mia=_parse_mia(summary.get("mia"), source, f"{where}.mia"),
         relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
+        quantize=_parse_quantize(summary.get("quantize"), source, f"{where}.quantize"),
     )
 
 
@@ -279,6 +293,33 @@ def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None
         **{key: None if number is None else int(number) for key, number in counts.items()},
         **parts,
     )
+
+
+def _parse_quantize(value: Any, source: Path, where: str) -> tuple[QuantizeResult, ...]:
+    """{"8": quantize.json's summary, "4": ...} as results, in the order written."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {where} must be an object of bit widths")
+    results = []
+    for bits, attack in value.items():
+        at = f"{where}.{bits}"
+        if not isinstance(attack, dict):
+            raise DataError(f"{source}: {at} must be an object")
+        parts: dict[str, Any] = {}
+        for key in RELEARN_KEYS:
+            if key not in attack:
+                raise DataError(f"{source}: {at} is missing {key!r}")
+            parts[key] = _parse_numbers(attack[key], ("prob", "rouge"), source, f"{at}.{key}")
+            if parts[key] is None and key != "original":
+                raise DataError(f"{source}: {at}.{key} must be an object of prob and rouge")
+        number = _optional_number(attack.get("bits", bits if str(bits).isdigit() else None),
+                                  source, f"{at}.bits")
+        if number is None:
+            raise DataError(f"{source}: {at} names no bit width")
+        results.append(QuantizeResult(_text(attack.get("attack", ""), source, f"{at}.attack"),
+                                      int(number), **parts))
+    return tuple(results)
 
 
 def _text(value: Any, source: Path, where: str) -> str:

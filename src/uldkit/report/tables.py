@@ -196,6 +196,32 @@ def relearn_table(run: RunResults) -> ReportTable | None:
     return ReportTable("Relearning attack", headers, rows, note, text_columns=(len(headers) - 1,))
 
 
+# --- quantisation ---------------------------------------------------------------------------
+def quantize_table(run: RunResults) -> ReportTable | None:
+    models = [model for model in ordered(run) if model.quantize]
+    if not models:
+        return None
+    headers = ("Model", "Bits", "Forget Prob. before → after", "Forget ROUGE before → after",
+               "Original Prob. / ROUGE", "Recovered Prob. / ROUGE")
+    rows = []
+    for model in models:
+        for q in model.quantize:
+            original = ("—" if q.original is None
+                        else f"{_number(q.original['prob'])} / {_number(q.original['rouge'])}")
+            rows.append((model.role, [
+                model_label(model), str(q.bits),
+                f"{_number(q.before['prob'])} → {_number(q.after['prob'])}",
+                f"{_number(q.before['rouge'])} → {_number(q.after['rouge'])}",
+                original,
+                f"{_share(q.recovered['prob'])} / {_share(q.recovered['rouge'])}",
+            ]))
+    note = ("The quantisation attack rounds the unlearned model's linear weights (not the LM "
+            "head; for ULD the target's and the assistant's) to 8- or 4-bit integers with "
+            "optimum-quanto and scores the whole forget set: answer probability and ROUGE-L "
+            "recall before and after. Recovered = (after - before) / (original - before).")
+    return ReportTable("Quantisation attack", headers, rows, note)
+
+
 def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
