@@ -224,6 +224,14 @@ def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> Non
     else:
         console.print(f"Forget Quality  {figures.forget_quality:.3e}"
                       f"  (KS statistic {figures.ks_statistic:.4f})", soft_wrap=True)
+    fluency = figures.forget_answer_fluency or {}
+    if fluency.get("perplexity") is not None:
+        ratio = fluency.get("perplexity_ratio")
+        console.print(f"Forget answers  perplexity {fluency['perplexity']:.2f} under "
+                      f"{summary.settings.get('fluency_reference')}"
+                      + ("" if ratio is None else f", {ratio:.2f}x the retain model's answers")
+                      + f"; longest repeat {fluency.get('max_repeat_run', 0)} words",
+                      highlight=False, soft_wrap=True)
     rate = summary.samples_per_second
     console.print(
         f"{sum(summary.samples.values())} samples in {summary.seconds:.1f}s"
