@@ -55,8 +55,12 @@ def test_tofu_rows_have_memorisation_mia_and_relearning(tofu_demo, trained_world
     assert retain["forget_extraction_strength"] < target["forget_extraction_strength"] - 0.4
     assert method["forget_extraction_strength"] < target["forget_extraction_strength"]
     for row in (target, retain, method):
-        assert set(row["forget_answer_fluency"]) == {"distinct_2", "repetition_3",
-                                                     "ngram_entropy", "samples"}
+        fluency = row["forget_answer_fluency"]
+        assert set(fluency) == {"distinct_2", "repetition_3", "ngram_entropy", "samples",
+                                "longest_repeat_run", "max_repeat_run", "perplexity",
+                                "retain_answers_perplexity", "perplexity_ratio",
+                                "empty_answers"}
+        assert fluency["perplexity"] > 1.0  # under the retain model
         assert {a["attack"] for a in row["mia"]["attacks"]} == ATTACKS
         assert "held-out people" in row["mia"]["texts"]
     # The target's forget answers stand out from held-out people's (AUC ~1). These session
@@ -74,6 +78,19 @@ def test_tofu_rows_have_memorisation_mia_and_relearning(tofu_demo, trained_world
     assert relearn["trained_on"] + relearn["held_out"] == len(trained_world.source.load("forget10"))
     assert (out / "attacks" / "grad_diff" / "relearn.json").is_file()
     assert relearn["original"]["prob"] > relearn["before"]["prob"]  # unlearning did something
+    # the retain model's own answers are the reference of the ratio (the retain row has none)
+    assert retain["forget_answer_fluency"]["perplexity_ratio"] is None
+    assert method["forget_answer_fluency"]["perplexity_ratio"] == pytest.approx(
+        method["forget_answer_fluency"]["perplexity"]
+        / method["forget_answer_fluency"]["retain_answers_perplexity"])
+    # the quantisation attack at both widths, beside the relearning attack
+    quantize = method["quantize"]
+    assert list(quantize) == ["8", "4"]
+    for bits, attack in quantize.items():
+        assert attack["bits"] == int(bits) and attack["quantised"]["linear_layers"] == 28
+        assert attack["before"]["prob"] == pytest.approx(quantize["8"]["before"]["prob"])
+        assert attack["original"]["prob"] > attack["before"]["prob"]
+        assert (out / "attacks" / f"grad_diff_{bits}bit" / "quantize.json").is_file()
 
 
 def test_evaluate_tofu_memorisation_matches_a_direct_computation(tofu_demo, trained_world,
@@ -109,7 +126,8 @@ def test_tofu_report_has_mia_and_relearning_tables(tofu_demo):
     out, _ = tofu_demo
     markdown = (out / "report" / "report.md").read_text()
     page = (out / "report" / "report.html").read_text()
-    for text in ("### Membership inference", "### Relearning attack", "Forget ES"):
+    for text in ("### Membership inference", "### Relearning attack", "Forget ES",
+                 "### Quantisation attack", "PPL ×retain"):
         assert text in markdown
     assert "Still separating forget from holdout" in page and "before → after" in page
     assert "still separates forget from holdout (AUC" in markdown  # verdict wording
@@ -122,6 +140,7 @@ _STAGE_WORK = {
     "uldkit.eval.tofu_eval": "evaluate_tofu",
     "uldkit.eval.mia": "mia_audit",
     "uldkit.attacks.relearn": "relearn_attack",
+    "uldkit.attacks.quantize": "quantize_attack",
     "uldkit.unlearning.load": "load_language_model",  # a resumed stage needs no model
 }
 

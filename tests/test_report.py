@@ -201,6 +201,14 @@ def _relearn(before, after, original, attack="LoRA on the target under the fixed
             "recovered": recovered, "seconds": 12.5}
 
 
+def _quantize(bits, before, after):
+    original = {"prob": 1.0, "rouge": 0.9}
+    return {"model": "m", "kind": "uld", "bits": bits, "attack": f"{bits}-bit weights",
+            "before": {"prob": before, "rouge": 0.3}, "after": {"prob": after, "rouge": 0.3},
+            "original": original,
+            "recovered": {"prob": (after - before) / (1.0 - before), "rouge": 0.0}}
+
+
 def test_mia_relearning_and_memorisation_tables_render(tmp_path):
     run = tmp_path / "audited"
     run.mkdir()
@@ -208,24 +216,35 @@ def test_mia_relearning_and_memorisation_tables_render(tmp_path):
     target = {**_summary(1e-9, 0.6, 0.98, 0.99), "forget_exact_memorisation": 0.97,
               "forget_extraction_strength": 0.91,
               "forget_answer_fluency": {"distinct_2": 1.0, "repetition_3": 0.0,
-                                        "ngram_entropy": 2.6913, "samples": 40},
+                                        "ngram_entropy": 2.6913, "samples": 40,
+                                        "longest_repeat_run": 0.25, "perplexity": 31.4159,
+                                        "perplexity_ratio": 12.5},
               "mia": _mia({"loss": (0.99, 0.52), "min_k": (0.97, 0.55)}, texts)}
     uld = {**_summary(0.3, 0.58, 0.4, 0.2, 60.0), "forget_exact_memorisation": 0.41,
            "forget_extraction_strength": 0.12, "forget_answer_fluency": None,
            "mia": _mia({"loss": (0.58, 0.52), "min_k": (0.31, 0.55)}, texts),
            "relearn": _relearn({"prob": 0.2, "rouge": 0.3}, {"prob": 0.6, "rouge": 0.5},
-                               {"prob": 1.0, "rouge": 0.9})}
+                               {"prob": 1.0, "rouge": 0.9}),
+           "quantize": {"8": _quantize(8, 0.2, 0.2), "4": _quantize(4, 0.2, 0.8)}}
     results = {"target": target, "retain": _summary(1.0, 0.6, 0.4, 0.15),
                "methods": {"uld": uld}}
     (run / "results.json").write_text(json.dumps(results))
     files = render_report([run], tmp_path / "out")
     markdown = files.markdown.read_text()
     assert ("| Model | Forget quality | Model utility | Forget ROUGE | Forget Prob. | Forget EM | "
-            "Forget ES | Fluency (n-gram entropy) | Train time |") in markdown
-    assert "| uld | 3.00e-01 | 0.5800 | 0.4000 | 0.2000 | 0.4100 | 0.1200 | — | 1 min 00 s |" \
-        in markdown
+            "Forget ES | Fluency (n-gram entropy) | Longest repeat | Answer PPL | PPL ×retain | "
+            "Train time |") in markdown
+    assert ("| uld | 3.00e-01 | 0.5800 | 0.4000 | 0.2000 | 0.4100 | 0.1200 | — | — | — | — | "
+            "1 min 00 s |") in markdown
     assert "| target (before unlearning) | 1.00e-09 | 0.6000 | 0.9800 | 0.9900 | 0.9700 | " \
-        "0.9100 | 2.69 |" in markdown
+        "0.9100 | 2.69 | 0.25 | 31.42 | 12.50 |" in markdown
+    # quantisation: one row per bit width, before -> after over the whole forget set
+    assert ("| Model | Bits | Forget Prob. before → after | Forget ROUGE before → after | "
+            "Original Prob. / ROUGE | Recovered Prob. / ROUGE |") in markdown
+    assert "| uld | 8 | 0.2000 → 0.2000 | 0.3000 → 0.3000 | 1.0000 / 0.9000 | 0% / 0% |" \
+        in markdown
+    assert "| uld | 4 | 0.2000 → 0.8000 | 0.3000 → 0.3000 | 1.0000 / 0.9000 | 75% / 0% |" \
+        in markdown
     # MIA: AUC (retain AUC), which attacks still separate, in words
     assert "| Model | LOSS AUC | Min-K% AUC | Still separating forget from holdout |" in markdown
     assert ("| target (before unlearning) | 0.990 (0.520) separates | 0.970 (0.550) separates "
@@ -260,10 +279,10 @@ def test_muse_results_render_in_muses_column_order(tmp_path):
     files = render_report([run], tmp_path / "out")
     markdown = files.markdown.read_text()
     assert ("| Model | VerbMem on D\\_f | KnowMem on D\\_f | PrivLeak | KnowMem on D\\_r | "
-            "Utility preserved | Forget EM | Forget ES | Fluency (n-gram entropy) | Train time |"
-            ) in markdown
-    assert "| npo | 0.3000 | 0.1000 | -0.4000 | 0.8000 | 0.8200 | 0.5000 | 0.2500 | 2.00 | 5.0 s |" \
-        in markdown
+            "Utility preserved | Forget EM | Forget ES | Fluency (n-gram entropy) | "
+            "Longest repeat | Answer PPL | PPL ×retain | Train time |") in markdown
+    assert ("| npo | 0.3000 | 0.1000 | -0.4000 | 0.8000 | 0.8200 | 0.5000 | 0.2500 | 2.00 | "
+            "— | — | — | 5.0 s |") in markdown
     assert "Not run: idk (answers each forget question with a refusal)" in markdown
     assert "Forget quality" not in markdown and "KnowMem on the forget set" in markdown
     assert _png_size(files.plot.read_bytes())[0] >= 600

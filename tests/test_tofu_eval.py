@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from uldkit.data.formatting import encode_prompt
 from uldkit.data.sources import DataSource
 from uldkit.errors import ConfigError
 from uldkit.eval import tofu_eval
+from uldkit.eval.answer_perplexity import PERPLEXITY_KEYS
 from uldkit.eval.log_formats import read_tofu_log
 from uldkit.eval.tofu_eval import (
     evaluate_tofu,
@@ -212,8 +214,18 @@ def test_cli_end_to_end_with_retain_model(trained_world, tmp_path, capsys):
     assert summary["figures"]["ks_statistic"] >= 0.4
     assert summary["settings"]["max_new_tokens"] == 8
     assert load_tofu_log(out / "retain").keys() == set(SET_KEYS)
+    # the forget answers' perplexity under the retain model (the reference when given): the
+    # target's answers name people the retain model never saw, its own are its greedy mode
+    figures = summary["figures"]
+    fluency = figures["forget_answer_fluency"]
+    assert summary["settings"]["fluency_reference"] == str(trained_world.retain)
+    assert fluency["perplexity"] > fluency["retain_answers_perplexity"] > 1.0
+    assert fluency["perplexity_ratio"] == pytest.approx(
+        fluency["perplexity"] / fluency["retain_answers_perplexity"])
+    # the rest comes from the logs alone
     recomputed = aggregate_tofu(load_tofu_log(out), load_tofu_log(out / "retain"))
-    assert recomputed.to_dict() == summary["figures"]
+    assert recomputed.to_dict() == {**figures, "forget_answer_fluency": {
+        k: v for k, v in fluency.items() if k not in PERPLEXITY_KEYS}}
     assert retain_summary["figures"]["forget_quality"] is None
     assert json.loads((out / "run_config.json").read_text())["command"] == "eval tofu"
     # OpenUnlearning's files beside ours, per-sample ROUGE-L F1 included; read back, they
@@ -249,7 +261,8 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
     loads = []
 
     def counting_load(*args, **kwargs):
-        loads.append(kwargs)
+        if Path(args[0]) == uld_dir:  # not the target, loaded as the fluency reference
+            loads.append(kwargs)
         return load_language_model(*args, **kwargs)
 
     # The command imports its loader when it runs, from where this replaces it.
@@ -266,7 +279,10 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
     # alpha 0 subtracts nothing: the ULD model is the target, figure for figure (the
     # target's answers end within 16 tokens, so the 20-token cap changes none of them).
     for name, value in evaluated["summary"].figures.to_dict().items():
-        assert rows[0][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+        got = rows[0][name]
+        if name == "forget_answer_fluency":  # the sweep's adds perplexity under the target
+            got = {key: got[key] for key in value}
+        assert got == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert rows[1]["forget_prob"] < rows[0]["forget_prob"]
     for alpha in ("0", "2"):
         assert load_tofu_log(out / f"alpha_{alpha}").keys() == set(SET_KEYS)

@@ -42,7 +42,7 @@ class MissingExtraError(UldkitError):
 @dataclass(frozen=True)
 class Extra:
     name: str
-    modules: tuple[str, ...]  # import names, the same as their names on PyPI
+    modules: tuple[str, ...]  # import names (optimum.quanto is PyPI's optimum-quanto)
     unlocks: str
 
     @property
@@ -58,6 +58,8 @@ EXTRAS: tuple[Extra, ...] = (
     Extra("harness", ("lm_eval",),
           "uldkit eval harness: lm-evaluation-harness tasks on any model or unlearned run"),
     Extra("gguf", ("gguf",), "uldkit convert gguf and --model FILE.gguf: GGUF files in"),
+    Extra("quantize", ("optimum.quanto",),
+          "uldkit attack quantize: 4- and 8-bit weights of an unlearned model (optimum-quanto)"),
     Extra("test", ("pytest", "hypothesis", "selenium", "openai"),
           "the test suite (the playground's browser test also needs Chromium and chromedriver)"),
 )
@@ -88,7 +90,7 @@ def extra_for_module(module: str) -> Extra | None:
     """The extra that provides top-level package `module` (for a stray ModuleNotFoundError)."""
     top = module.split(".")[0]
     for extra in EXTRAS:
-        if top in extra.modules and extra.name != "test":
+        if top in {m.split(".")[0] for m in extra.modules} and extra.name != "test":
             return extra
     return None
 

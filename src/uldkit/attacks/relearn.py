@@ -167,7 +167,7 @@ def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
         "before_trained_on": _means(before, trained_on),
         "after_trained_on": _means(after, trained_on),
         "original_model": original,
-        "recovered": _recovered(means["before"], means["after"], means["original"]),
+        "recovered": recovered_share(means["before"], means["after"], means["original"]),
         "final_loss": train["final_loss"],
         "samples": SAMPLES_FILE,
         "seconds": round(time.perf_counter() - started, 3),
@@ -226,7 +226,7 @@ def _means(scores: _Scores, indices: Sequence[int]) -> dict[str, float]:
             "rouge": float(scores.rouge[indices].mean())}
 
 
-def _recovered(before: dict[str, float], after: dict[str, float],
+def recovered_share(before: dict[str, float], after: dict[str, float],
                original: dict[str, float] | None) -> dict[str, float | None]:
     result: dict[str, float | None] = {}
     for metric in METRICS:

@@ -23,6 +23,7 @@ def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
     from uldkit.cli import (  # noqa: F401
         attack_cmd,
+        attack_quantize_cmd,
         calibrate_cmd,
         convert_cmd,
         data_cmds,

@@ -33,6 +33,9 @@ def demo_command(
     relearn: bool = typer.Option(
         True, "--relearn/--no-relearn",
         help="tofu: run the relearning attack on every unlearned model."),
+    quantize: bool = typer.Option(
+        True, "--quantize/--no-quantize",
+        help="tofu: 8- and 4-bit weights of every unlearned model (needs optimum-quanto)."),
     target: Path | None = typer.Option(
         None, "--target", help="Use this fine-tuned target model instead of training one "
         "(with --retain)."),
@@ -49,7 +52,7 @@ def demo_command(
     config = DemoConfig(
         out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
         benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,
-        seed=seed, relearn=relearn, target=None if target is None else str(target),
+        seed=seed, relearn=relearn, quantize=quantize, target=None if target is None else str(target),
         retain=None if retain is None else str(retain))
     results = run_demo(
         config, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
@@ -64,7 +67,7 @@ def summary_table(results: dict) -> Table:
     table = Table(title="Unlearning on the synthetic world (TOFU metrics)",
                   caption=_CAPTION, **_NARROW)
     columns = ("model", "forget\nquality ↑", "model\nutility ↑", "forget\nROUGE ↓",
-               "forget\nProb. ↓", "forget\nES ↓", "MIA ↓", "time")
+               "forget\nProb. ↓", "forget\nES ↓", "ppl\n×retain", "MIA ↓", "time")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right",
                          no_wrap=True)
@@ -76,6 +79,7 @@ def summary_table(results: dict) -> Table:
             _fmt(row.get("forget_rouge"), "{:.3f}"),
             _fmt(row.get("forget_prob"), "{:.3f}"),
             _fmt(row.get("forget_extraction_strength"), "{:.2f}"),
+            _fmt((row.get("forget_answer_fluency") or {}).get("perplexity_ratio"), "{:.2f}"),
             _separating(row),
             _duration(row.get("train_seconds")),
         )
@@ -85,8 +89,10 @@ def summary_table(results: dict) -> Table:
 # No outer frame and no rules between columns, so every column fits in 80 (logs, CI).
 _NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
            "collapse_padding": True}
-_CAPTION = ("ES: extraction strength of the forget answers. MIA: membership-inference attacks "
-            "that still separate forget from held-out data, of those run. time: training time.")
+_CAPTION = ("ES: extraction strength of the forget answers. ppl ×retain: perplexity of the "
+            "generated forget answers under the retain model, over that of the retain model's "
+            "own (aim ≤ 1.5). MIA: membership-inference attacks that still separate forget "
+            "from held-out data, of those run. time: training time.")
 
 
 def _muse_table(results: dict) -> Table:

@@ -130,10 +130,14 @@ def tofu_command(
                 raise
             retain_log, retain_summary = evaluate_tofu(
                 retain_lm, source, split, out_dir=run.path / RETAIN_DIR,
-                model_name=str(retain_logs), **run_settings)
-            del retain_lm
+                model_name=str(retain_logs), reference=retain_lm, **run_settings)
             _write_format(log_format, retain_log, run.path / RETAIN_DIR, None)
             _print_summary(console, retain_summary, out / RETAIN_DIR)
+        # perplexity of the forget answers: under the retain model, else under the target
+        reference, reference_name = (
+            (retain_lm, str(retain_logs)) if retain_is_model
+            else _target_reference(model, lm, load, strip_prompt_space))
+        run_settings.update(reference=reference, reference_name=reference_name)
 
         if not alphas:
             log, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=run.path,
@@ -156,6 +160,21 @@ def tofu_command(
         atomic_write_json(run.summary("eval"),
                           {"model": str(model), "split": split, "sweep": rows})
     console.print(_sweep_table(rows))
+
+
+def _target_reference(model: Path, lm: Any, load: dict[str, Any],
+                      strip_prompt_space: bool) -> tuple[Any, str]:
+    from uldkit.data.formatting import strip_prompt_space as strip_space
+    from uldkit.eval.answer_perplexity import fluency_reference_path
+    from uldkit.unlearning.load import load_language_model
+
+    path = fluency_reference_path(model)
+    if Path(path).resolve() == model.resolve():
+        return lm, path
+    reference = load_language_model(path, **load)
+    if strip_prompt_space:
+        strip_space(reference.tokenizer)
+    return reference, path
 
 
 def _write_format(log_format: str, log: dict[str, Any], out: Path,
@@ -208,6 +227,14 @@ def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> Non
     else:
         console.print(f"Forget Quality  {figures.forget_quality:.3e}"
                       f"  (KS statistic {figures.ks_statistic:.4f})", soft_wrap=True)
+    fluency = figures.forget_answer_fluency or {}
+    if fluency.get("perplexity") is not None:
+        ratio = fluency.get("perplexity_ratio")
+        console.print(f"Forget answers  perplexity {fluency['perplexity']:.2f} under "
+                      f"{summary.settings.get('fluency_reference')}"
+                      + ("" if ratio is None else f", {ratio:.2f}x the retain model's answers")
+                      + f"; longest repeat {fluency.get('max_repeat_run', 0)} words",
+                      highlight=False, soft_wrap=True)
     rate = summary.samples_per_second
     console.print(
         f"{sum(summary.samples.values())} samples in {summary.seconds:.1f}s"

@@ -6,7 +6,8 @@ audit it with membership inference, and write `results.json`, a report and a sum
 
 - benchmark "tofu" (default): QA data; TOFU's metrics (plus exact memorisation, extraction
   strength and fluency of the forget answers), the MIA audit on the forget answers against
-  held-out people's answers, and the relearning attack on every unlearned model.
+  held-out people's answers, and the relearning and quantisation (8- and 4-bit weights, with
+  optimum-quanto installed) attacks on every unlearned model.
 - benchmark "muse": document data (`uldkit.demo.muse`).
 
 Every stage resumes: a stage whose outputs are complete is skipped when the demo is run
@@ -28,6 +29,7 @@ from uldkit.demo.settings import (
     DEFAULT_HOLDOUT,
     DEFAULT_PEOPLE,
     FINETUNE_SETTINGS,
+    QUANTIZE_BITS,
     RELEARN_SETTINGS,
     DemoConfig,
     unlearn_settings,
@@ -38,6 +40,7 @@ from uldkit.demo.stages import (
     given_model,
     mia_stage,
     qa_mia_texts,
+    quantize_stage,
     recorded_setting,
     relearn_stage,
     train_seconds,
@@ -146,13 +149,14 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
         summary_file = RunDir(eval_dir).summary("eval")
         if summary_file.exists():
             figures = json.loads(summary_file.read_text())["figures"]
-            if figures.get("forget_exact_memorisation") is not None:
+            fluency = figures.get("forget_answer_fluency") or {}
+            if figures.get("forget_exact_memorisation") is not None and "perplexity" in fluency:
                 return load_tofu_log(eval_dir / "eval_log_aggregated.json"), figures
         log(f"[demo] evaluating {name}")
         tofu_log, summary = evaluate_tofu(
             model(), source, config.forget, retain_log=retain_log,
             max_new_tokens=config.max_new_tokens, out_dir=eval_dir, resume=True,
-            model_name=name,
+            model_name=name, reference=retain_model(), reference_name="retain",
         )
         return tofu_log, summary.figures.to_dict()
 
@@ -183,7 +187,23 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
                 name, method_dir, target_dir, out / "attacks" / name, log,
                 people=config.people, forget=config.forget, seed=config.seed,
                 max_new_tokens=config.max_new_tokens, **RELEARN_SETTINGS)
+        if config.quantize and _quanto_installed(name, log):
+            results["methods"][name]["quantize"] = {
+                str(bits): quantize_stage(
+                    name, method_dir, target_dir, out / "attacks" / f"{name}_{bits}bit", log,
+                    bits=bits, people=config.people, forget=config.forget,
+                    max_new_tokens=config.max_new_tokens)
+                for bits in QUANTIZE_BITS}
     return results
+
+
+def _quanto_installed(method: str, log) -> bool:
+    from uldkit.errors import BY_NAME, installed_version
+
+    if installed_version("optimum-quanto") is not None:
+        return True
+    log(f"[demo] no quantisation attack on {method}: {BY_NAME['quantize'].install}")
+    return False
 
 
 def _retain_split(forget_split: str) -> str:

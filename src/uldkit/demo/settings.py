@@ -23,6 +23,8 @@ DEFAULT_HOLDOUT = {"tofu": 10, "muse": 40}
 # The relearning attack: 10% of the forget answers, 20 LoRA steps (RelearnConfig defaults).
 RELEARN_SETTINGS: dict[str, Any] = {"fraction": 0.1, "steps": 20, "lora_rank": 8,
                                     "batch_size": 4}
+# The quantisation attack: weights at each of these bit widths (needs optimum-quanto).
+QUANTIZE_BITS = (8, 4)
 
 
 def checked_training(settings: dict[str, Any]) -> dict[str, Any]:
@@ -108,5 +110,6 @@ class DemoConfig:
     samples_per_method: int = 5
     max_new_tokens: int = 48
     relearn: bool = True  # TOFU mode: the relearning attack on every unlearned model
+    quantize: bool = True  # TOFU mode: 8- and 4-bit weights of every unlearned model
     target: str | None = None  # an existing target model directory: no fine-tuning
     retain: str | None = None  # an existing retain model directory: no fine-tuning

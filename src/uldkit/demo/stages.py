@@ -145,6 +145,21 @@ def relearn_stage(method: str, method_dir: Path, target_dir: Path, attack_dir: P
                           overwrite=attack_dir.exists(), show_progress=False)
 
 
+# --- the quantisation attack -----------------------------------------------------------------
+def quantize_stage(method: str, method_dir: Path, target_dir: Path, attack_dir: Path,
+                   log: Log, **settings: Any) -> dict:
+    """The quantisation attack on one unlearned model (QuantizeConfig settings); its summary."""
+    from uldkit.attacks.quantize import QuantizeConfig, quantize_attack
+
+    summary_file = RunDir(attack_dir).summary("quantize")
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    log(f"[demo] {settings.get('bits')}-bit quantisation attack on {method}")
+    return quantize_attack(QuantizeConfig(model=str(method_dir), out=str(attack_dir),
+                                          original=str(target_dir), **settings),
+                           overwrite=attack_dir.exists())
+
+
 def demo_models(config: DemoConfig, out: Path, log, target_settings: dict[str, Any],
                 retain_settings: dict[str, Any],
                 training: dict[str, Any] | None = None) -> tuple[Path, Path]:

@@ -23,6 +23,9 @@ Fluency of generated texts (the known failure of gradient ascent is gibberish):
 - repetition (n = 3): the fraction of word trigrams that repeat an earlier trigram.
 - n-gram entropy: the entropy (bits) of the text's word-bigram and -trigram frequencies,
   combined as (2/3 · H2 + 4/3 · H3) / 2, the "generation entropy" of ROME (Meng et al., 2022).
+- longest repeat run: the most words of a text covered by one unit of 1 to 4 words said
+  at least twice in a row ("Calda,ch,ch,ch" is 6: the unit ", ch" three times); 0 when no
+  unit repeats back to back.
 - token entropy: the model's own mean next-token entropy over a continuation (-mu_t).
 Words are lower-cased runs of letters/digits, and single punctuation marks.
 """
@@ -170,27 +173,52 @@ def ngram_entropy(text: str) -> float:
     return sum(entropies) / len(entropies)
 
 
+REPEAT_UNIT_MAX = 4  # longest unit (in words) whose back-to-back repetition is counted
+
+
+def longest_repeat_run(text: str, max_unit: int = REPEAT_UNIT_MAX) -> int:
+    """The most words covered by a unit of 1..`max_unit` words repeated back to back (the
+    unit, then at least one whole copy; a trailing partial copy counts), 0 when none is."""
+    tokens = words(text)
+    best = 0
+    for unit in range(1, max_unit + 1):
+        run = 0  # consecutive positions i with tokens[i] == tokens[i - unit]
+        for i in range(unit, len(tokens)):
+            run = run + 1 if tokens[i] == tokens[i - unit] else 0
+            if run >= unit:
+                best = max(best, run + unit)
+    return best
+
+
 @dataclass(frozen=True)
 class Fluency:
     distinct_2: float
     repetition_3: float
     ngram_entropy: float
     samples: int
+    longest_repeat_run: float = 0.0  # mean over texts
+    max_repeat_run: int = 0  # the longest of any text
 
     def to_dict(self) -> dict:
         return {"distinct_2": self.distinct_2, "repetition_3": self.repetition_3,
-                "ngram_entropy": self.ngram_entropy, "samples": self.samples}
+                "ngram_entropy": self.ngram_entropy, "samples": self.samples,
+                "longest_repeat_run": self.longest_repeat_run,
+                "max_repeat_run": self.max_repeat_run}
 
 
 def fluency(texts: Sequence[str]) -> Fluency:
-    """Means over texts of distinct-2, trigram repetition and n-gram entropy."""
+    """Means over texts of distinct-2, trigram repetition, n-gram entropy and the longest
+    repeat run; and the longest run of any text."""
     if not texts:
         return Fluency(1.0, 0.0, 0.0, 0)
+    runs = [longest_repeat_run(t) for t in texts]
     return Fluency(
         distinct_2=float(np.mean([distinct_n(t, 2) for t in texts])),
         repetition_3=float(np.mean([repetition_rate(t, 3) for t in texts])),
         ngram_entropy=float(np.mean([ngram_entropy(t) for t in texts])),
         samples=len(texts),
+        longest_repeat_run=float(np.mean(runs)),
+        max_repeat_run=int(max(runs)),
     )
 
 

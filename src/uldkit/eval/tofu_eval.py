@@ -40,7 +40,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,13 @@ from uldkit.data.sources import DataSource
 from uldkit.data.tofu import retain_split_for
 from uldkit.data.types import QADataset, QAPair
 from uldkit.errors import ConfigError, DataError, ModelError
+from uldkit.eval.answer_perplexity import perplexity_figures
 from uldkit.eval.memorisation import (
     ES_OPENUNLEARNING,
     check_es_definition,
     exact_memorisation_from_matches,
     extraction_strength_from_matches,
+    fluency,
     qa_memorisation,
 )
 from uldkit.eval.progress import SampleProgress
@@ -65,6 +67,7 @@ from uldkit.eval.tofu_log import (
     EXACT_MEMORISATION,
     EXTRACTION_STRENGTH,
     FORGET_SET,
+    GENERATED_TEXT,
     MEMORISATION_FIELDS,
     REAL_AUTHORS_SET,
     RETAIN_SET,
@@ -150,9 +153,14 @@ def evaluate_tofu(
     model_name: str | None = None,
     es_definition: str = ES_OPENUNLEARNING,
     shared_prefix: bool = True,
+    reference: LanguageModel | None = None,
+    reference_name: str | None = None,
 ) -> tuple[TofuLog, TofuEvalSummary]:
     """Score `lm` on the four TOFU sets and aggregate (forget quality needs `retain_log`).
 
+    With `reference` (the retain model, else the target), the fluency of the generated forget
+    answers adds their perplexity under it, and, with a `retain_log` that holds the retain
+    model's answers, theirs and the ratio (`uldkit.eval.answer_perplexity`).
     With `out_dir`, writes `partial/<set>` after each set, then `eval_log_aggregated.json`
     and `summary.json`, all atomically.
     """
@@ -233,6 +241,11 @@ def evaluate_tofu(
 
     log = {key: log[key] for key in sets}  # TOFU's set order
     figures = aggregate_tofu(log, retain_log)
+    if reference is not None:
+        figures = replace(figures, forget_answer_fluency=answer_fluency(
+            reference, sets[FORGET_SET], log[FORGET_SET], retain_log, batch_size, max_length))
+        settings["fluency_reference"] = reference_name or getattr(
+            reference, "name", type(reference).__name__)
     seconds = sum(set_seconds.values())
     summary = TofuEvalSummary(
         figures=figures,
@@ -249,6 +262,34 @@ def evaluate_tofu(
         save_tofu_log(log, run.path / AGGREGATED_FILE)
         atomic_write_json(run.summary("eval"), summary.to_dict())
     return log, summary
+
+
+def answer_fluency(
+    reference: LanguageModel, forget: QADataset, forget_log: Mapping[str, Any],
+    retain_log: Mapping[str, Any] | None = None, batch_size: int = 16, max_length: int = 512,
+) -> dict[str, Any] | None:
+    """The fluency of the generated forget answers (`memorisation.fluency`) with their
+    perplexity under `reference` (and the retain model's answers' and the ratio, when
+    `retain_log` has them); None when the log holds no generated answers."""
+    answers = generated_answers(forget_log, len(forget))
+    if answers is None:
+        return None
+    retain = None if retain_log is None else generated_answers(retain_log[FORGET_SET],
+                                                               len(forget))
+    questions = [pair.question for pair in forget.pairs]
+    return {**fluency(answers).to_dict(),
+            **perplexity_figures(reference, questions, answers, retain, batch_size, max_length)}
+
+
+def generated_answers(set_log: Mapping[str, Any], size: int) -> list[str] | None:
+    """The generated answer of every sample 0..size-1 of a set log, or None if it lacks one."""
+    generated = set_log.get(GENERATED_TEXT)
+    if not isinstance(generated, Mapping):
+        return None
+    texts = [generated.get(str(i)) for i in range(size)]
+    if any(not isinstance(t, (list, tuple)) or len(t) < 2 for t in texts):
+        return None
+    return [str(t[1]) for t in texts]
 
 
 def score_tofu_set(

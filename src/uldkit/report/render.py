@@ -26,6 +26,7 @@ from uldkit.report.tables import (
     ReportTable,
     mia_table,
     ordered,
+    quantize_table,
     relearn_table,
     results_table,
 )
@@ -114,7 +115,8 @@ def html_report(
 
 
 def _tables(run: RunResults) -> list[ReportTable]:
-    tables = [results_table(run, _duration), mia_table(run), relearn_table(run)]
+    tables = [results_table(run, _duration), mia_table(run), relearn_table(run),
+              quantize_table(run)]
     return [table for table in tables if table is not None]
 
 

@@ -65,6 +65,18 @@ class RelearnResult:
 
 
 @dataclass(frozen=True)
+class QuantizeResult:
+    """The quantisation attack on a model: forget-set Prob./ROUGE before and after."""
+
+    attack: str
+    bits: int
+    before: dict[str, float | None]
+    after: dict[str, float | None]
+    original: dict[str, float | None] | None
+    recovered: dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class AnswerSample:
     question: str
     truth: str
@@ -91,6 +103,7 @@ class ModelResult:
     relearn: RelearnResult | None = None
     # ULD's alpha, tau and relative-top filter, where the figures were made with them
     inference: dict[str, Any] | None = None
+    quantize: tuple[QuantizeResult, ...] = ()  # one per bit width, as run
 
 
 @dataclass(frozen=True)
@@ -202,8 +215,10 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
                  for key in MEMORISATION_KEYS}
     fluency = figures.get("forget_answer_fluency")
     if fluency is not None:
-        fluency = _parse_numbers(fluency, ("distinct_2", "repetition_3", "ngram_entropy"),
-                                 source, f"{where}.forget_answer_fluency")
+        fluency = {**_parse_numbers(fluency, ("distinct_2", "repetition_3", "ngram_entropy"),
+                                    source, f"{where}.forget_answer_fluency"),
+                   **_optional_numbers(fluency, OPTIONAL_FLUENCY_KEYS, source,
+                                       f"{where}.forget_answer_fluency")}
     return ModelResult(
         name, role, train_seconds=train_seconds, samples=samples, **metrics,
         exact_memorisation=memorised["forget_exact_memorisation"],
@@ -212,6 +227,7 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
         mia=_parse_mia(summary.get("mia"), source, f"{where}.mia"),
         relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
         inference=_inference(summary),
+        quantize=_parse_quantize(summary.get("quantize"), source, f"{where}.quantize"),
     )
 
 
@@ -221,6 +237,16 @@ def _inference(summary: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(block, dict) and isinstance(block.get("inference"), dict):
             return block["inference"]
     return None
+
+
+# measured by later versions: a result without them shows "—"
+OPTIONAL_FLUENCY_KEYS = ("longest_repeat_run", "max_repeat_run", "perplexity",
+                         "retain_answers_perplexity", "perplexity_ratio", "empty_answers")
+
+
+def _optional_numbers(value: dict, keys: tuple[str, ...], source: Path,
+                      where: str) -> dict[str, float | None]:
+    return {key: _optional_number(value.get(key), source, f"{where}.{key}") for key in keys}
 
 
 def _parse_numbers(value: Any, keys: tuple[str, ...], source: Path,
@@ -281,6 +307,33 @@ def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None
         **{key: None if number is None else int(number) for key, number in counts.items()},
         **parts,
     )
+
+
+def _parse_quantize(value: Any, source: Path, where: str) -> tuple[QuantizeResult, ...]:
+    """{"8": quantize.json's summary, "4": ...} as results, in the order written."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {where} must be an object of bit widths")
+    results = []
+    for bits, attack in value.items():
+        at = f"{where}.{bits}"
+        if not isinstance(attack, dict):
+            raise DataError(f"{source}: {at} must be an object")
+        parts: dict[str, Any] = {}
+        for key in RELEARN_KEYS:
+            if key not in attack:
+                raise DataError(f"{source}: {at} is missing {key!r}")
+            parts[key] = _parse_numbers(attack[key], ("prob", "rouge"), source, f"{at}.{key}")
+            if parts[key] is None and key != "original":
+                raise DataError(f"{source}: {at}.{key} must be an object of prob and rouge")
+        number = _optional_number(attack.get("bits", bits if str(bits).isdigit() else None),
+                                  source, f"{at}.bits")
+        if number is None:
+            raise DataError(f"{source}: {at} names no bit width")
+        results.append(QuantizeResult(_text(attack.get("attack", ""), source, f"{at}.attack"),
+                                      int(number), **parts))
+    return tuple(results)
 
 
 def _text(value: Any, source: Path, where: str) -> str:

@@ -21,7 +21,8 @@ TOFU_COLUMNS = ("Model", "Forget quality", "Model utility", "Forget ROUGE", "For
 MUSE_COLUMNS = (("VerbMem on D_f", "verbmem_forget"), ("KnowMem on D_f", "knowmem_forget"),
                 ("PrivLeak", "privleak"), ("KnowMem on D_r", "knowmem_retain"),
                 ("Utility preserved", "utility_preserved"))
-MEMORISATION_COLUMNS = ("Forget EM", "Forget ES", "Fluency (n-gram entropy)")
+MEMORISATION_COLUMNS = ("Forget EM", "Forget ES", "Fluency (n-gram entropy)",
+                        "Longest repeat", "Answer PPL", "PPL ×retain")
 ATTACK_TITLES = {"loss": "LOSS", "zlib": "zlib", "min_k": "Min-K%", "min_k_plus_plus": "Min-K%++",
                  "reference": "Reference"}
 
@@ -46,7 +47,11 @@ MEMORISATION_NOTE = (
     "given the true prefix. Forget ES (extraction strength): 1 - the smallest share of the "
     "answer an attacker must supply before greedy decoding completes it exactly (0: nothing "
     "can be extracted). Both lower is better, down to the retain model's. Fluency: n-gram "
-    "entropy (bits) of the generated forget answers; gibberish and repetition make it fall."
+    "entropy (bits) of the generated forget answers; gibberish and repetition make it fall. "
+    "Longest repeat: mean over answers of the most words covered by one unit of 1-4 words "
+    "repeated back to back (0: none). Answer PPL: perplexity of the generated forget answers "
+    "under the retain model (else the target); PPL ×retain: that over the perplexity of the "
+    "retain model's own answers under the same model (1: as fluent; aim ≤ 1.5)."
 )
 
 
@@ -103,13 +108,19 @@ def results_table(run: RunResults, duration: Callable[[float | None], str]) -> R
             cells += [_number(v) for v in (model.model_utility, model.forget_rouge,
                                            model.forget_prob)]
         if memorisation:
-            entropy = None if model.fluency is None else model.fluency.get("ngram_entropy")
+            fluency = model.fluency or {}
             cells += [_number(model.exact_memorisation), _number(model.extraction_strength),
-                      "—" if entropy is None else f"{entropy:.2f}"]
+                      *(_decimals(fluency.get(key), 2) for key in
+                        ("ngram_entropy", "longest_repeat_run", "perplexity",
+                         "perplexity_ratio"))]
         cells.append(duration(model.train_seconds))
         rows.append((model.role, cells))
     title = "MUSE figures" if run.is_muse else "TOFU figures"
     return ReportTable(title, headers, rows, note)
+
+
+def _decimals(value: float | None, places: int) -> str:
+    return "—" if value is None else f"{value:.{places}f}"
 
 
 # --- membership inference -------------------------------------------------------------------
@@ -191,6 +202,32 @@ def relearn_table(run: RunResults) -> ReportTable | None:
             "after. Recovered = (after - before) / (original - before): 0% means nothing came "
             "back, 100% the held-out answers are known as well as before unlearning.")
     return ReportTable("Relearning attack", headers, rows, note, text_columns=(len(headers) - 1,))
+
+
+# --- quantisation ---------------------------------------------------------------------------
+def quantize_table(run: RunResults) -> ReportTable | None:
+    models = [model for model in ordered(run) if model.quantize]
+    if not models:
+        return None
+    headers = ("Model", "Bits", "Forget Prob. before → after", "Forget ROUGE before → after",
+               "Original Prob. / ROUGE", "Recovered Prob. / ROUGE")
+    rows = []
+    for model in models:
+        for q in model.quantize:
+            original = ("—" if q.original is None
+                        else f"{_number(q.original['prob'])} / {_number(q.original['rouge'])}")
+            rows.append((model.role, [
+                model_label(model), str(q.bits),
+                f"{_number(q.before['prob'])} → {_number(q.after['prob'])}",
+                f"{_number(q.before['rouge'])} → {_number(q.after['rouge'])}",
+                original,
+                f"{_share(q.recovered['prob'])} / {_share(q.recovered['rouge'])}",
+            ]))
+    note = ("The quantisation attack rounds the unlearned model's linear weights (not the LM "
+            "head; for ULD the target's and the assistant's) to 8- or 4-bit integers with "
+            "optimum-quanto and scores the whole forget set: answer probability and ROUGE-L "
+            "recall before and after. Recovered = (after - before) / (original - before).")
+    return ReportTable("Quantisation attack", headers, rows, note)
 
 
 def _number(value: float | None) -> str:

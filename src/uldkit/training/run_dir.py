@@ -43,12 +43,13 @@ SUMMARY_FILES = {
     "muse": "muse_summary.json",
     "mia": "mia_summary.json",
     "relearn": "relearn.json",
+    "quantize": "quantize.json",
     "results": "results.json",
     "harness": "results.json",  # lm-evaluation-harness's own results file
     "calibrate": "calibration.json",
 }
 SAMPLE_FILES = {"muse": "muse_samples.jsonl", "mia": "mia_samples.jsonl",
-                "relearn": "relearn_samples.jsonl"}
+                "relearn": "relearn_samples.jsonl", "quantize": "quantize_samples.jsonl"}
 JOURNAL_FILES = {"muse": "muse_stages.partial.jsonl", "mia": "mia_stages.partial.jsonl"}
 REPORT_FILES = {"markdown": "report.md", "html": "report.html", "plot": "tradeoff.png",
                 "frontier": "frontier.png"}
