@@ -44,6 +44,7 @@ SUMMARY_FILES = {
     "mia": "mia_summary.json",
     "relearn": "relearn.json",
     "results": "results.json",
+    "seeds": "seeds.json",  # a run over several seeds: each figure's mean and spread
     "harness": "results.json",  # lm-evaluation-harness's own results file
 }
 SAMPLE_FILES = {"muse": "muse_samples.jsonl", "mia": "mia_samples.jsonl",
