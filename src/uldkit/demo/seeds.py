@@ -39,7 +39,6 @@ def run_demo_seeds(config: DemoConfig, seeds: int, log=print) -> dict[str, Any]:
     results["config"] = {**asdict(config), "seeds": seeds}
     results["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(RunDir(out).summary("results"), results)
-    title = ("uldkit demo: unlearning passages of the synthetic world (MUSE)"
-             if config.benchmark == "muse" else "uldkit demo: unlearning on the synthetic world")
-    render_report([out], out / "report", title=f"{title}, {seeds} seeds")
+    title = f"uldkit demo{' (MUSE)' if config.benchmark == 'muse' else ''}, {seeds} seeds"
+    render_report([out], out / "report", title=title)
     return results
