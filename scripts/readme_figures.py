@@ -12,7 +12,11 @@ bars) and the README's table between the markers
 
     <!-- readme_figures.py: begin ... -->  ...  <!-- readme_figures.py: end -->
 
-which say which script wrote it, when, and from which results file. `--table-only` rewrites
+which say which script wrote it, when, and from which results file. It then runs the
+frontier sweeps (SWEEPS: NPO and GradDiff over learning rates, ULD over alpha, the same
+seeds, on the first seed's models; `uldkit sweep`), draws docs/sweep_frontier.png and
+rewrites the README's sweep table between `<!-- readme_figures.py sweep: begin ... -->` and
+`<!-- readme_figures.py sweep: end -->` (`--no-sweep` keeps the table it has). `--table-only` rewrites
 the README from the results file without running anything. tests/test_readme_figures.py
 checks that every number in that table appears in the committed results file.
 
@@ -35,9 +39,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "readme_figures.json"
 README = ROOT / "README.md"
 PLOT = ROOT / "docs" / "demo_tradeoff.png"
-BEGIN = "<!-- readme_figures.py: begin"
-END = "<!-- readme_figures.py: end -->"
+FRONTIER_PLOT = ROOT / "docs" / "sweep_frontier.png"
 SCRIPT = "scripts/readme_figures.py"
+BLOCKS = ("demo", "sweep")  # the README's blocks, each between its own markers
+
+
+def markers(kind: str) -> tuple[str, str]:
+    tag = "readme_figures.py" if kind == "demo" else f"readme_figures.py {kind}"
+    return f"<!-- {tag}: begin", f"<!-- {tag}: end -->"
+
+
+# The frontier sweeps on the seed-first target: (sweep directory, methods, grid)
+SWEEPS = (
+    ("sweep-npo-gd", ["npo", "grad_diff"], {"lr": [5e-4, 1e-3, 3e-3]}),
+    ("sweep-uld", ["uld"], {"alpha": [0.5, 1.0, 1.5, 2.0]}),
+)
 
 # (column title, path in a model's figures, format); "±" cells show mean ± sample std
 COLUMNS = (
@@ -139,26 +155,107 @@ def _cell(spread: dict[str, Any] | None, pattern: str, with_range: bool, name: s
     return text
 
 
-def block(figures: dict[str, Any]) -> str:
-    """The README block: markers naming the script, the time and the results file."""
-    return (f"{BEGIN}: written by {SCRIPT} on {figures['written']} from "
-            f"docs/readme_figures.json; edit by rerunning the script -->\n"
-            f"{markdown_table(figures)}{END}")
+def block(figures: dict[str, Any], kind: str = "demo") -> str:
+    """A README block: markers naming the script, the time and the results file."""
+    begin, end = markers(kind)
+    table = markdown_table(figures) if kind == "demo" else sweep_table(figures)
+    return (f"{begin}: written by {SCRIPT} on {figures['written']} from "
+            f"docs/readme_figures.json; edit by rerunning the script -->\n{table}{end}")
+
+
+def _block_pattern(kind: str) -> re.Pattern:
+    begin, end = markers(kind)
+    return re.compile(re.escape(begin) + r"[: ].*?" + re.escape(end), re.DOTALL)
 
 
 def rewrite_readme(readme: Path, figures: dict[str, Any]) -> None:
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
-        raise SystemExit(f"{readme}: no '{BEGIN} ... {END}' block to rewrite")
-    readme.write_text(pattern.sub(lambda _: block(figures), text, count=1), encoding="utf-8")
+    for kind in blocks_of(figures):
+        pattern = _block_pattern(kind)
+        if not pattern.search(text):
+            raise SystemExit(f"{readme}: no '{markers(kind)[0]} ... {markers(kind)[1]}' block")
+        text = pattern.sub(lambda _, kind=kind: block(figures, kind), text, count=1)
+    readme.write_text(text, encoding="utf-8")
 
 
-def readme_block(readme: Path) -> str | None:
-    """The table block now in the README (markers included), or None."""
-    match = re.search(re.escape(BEGIN) + r".*?" + re.escape(END),
-                      readme.read_text(encoding="utf-8"), re.DOTALL)
+def blocks_of(figures: dict[str, Any]) -> list[str]:
+    """The README blocks a results file has figures for."""
+    return ["demo", *(["sweep"] if figures.get("sweep") else [])]
+
+
+def readme_block(readme: Path, kind: str = "demo") -> str | None:
+    """A table block now in the README (markers included), or None."""
+    match = _block_pattern(kind).search(readme.read_text(encoding="utf-8"))
     return None if match is None else match.group(0)
+
+
+# --- the frontier sweeps ----------------------------------------------------------------------
+def run_sweeps(args: argparse.Namespace) -> dict[str, Any]:
+    """Each sweep of SWEEPS with the demo's seeds on the seed-first target and retain
+    models; their points and the two reference models, for the README's sweep table."""
+    from uldkit.demo.sweep import SweepConfig, run_sweep
+
+    models = Path(args.sweep_models or Path(args.out) / f"seed-{args.seed}")
+    points, references = [], {}
+    for directory, methods, grid in SWEEPS:
+        results = run_sweep(SweepConfig(
+            target=str(models / "target"), retain=str(models / "retain"),
+            out=str(Path(args.out) / directory), methods=methods, seeds=args.seeds,
+            seed=args.seed, **grid), log=print)
+        points += results["points"]
+        references = results["references"]
+    return {"points": [{key: point[key] for key in ("method", "settings", "label",
+                                                    "forget_quality", "model_utility",
+                                                    "over_seeds")} for point in points],
+            "references": {name: {key: figures[key] for key in ("forget_quality",
+                                                                 "model_utility")}
+                           for name, figures in references.items()}}
+
+
+def sweep_points(figures: dict[str, Any]) -> list:
+    from uldkit.report.frontier import SweepPoint
+    from uldkit.report.seeds import spreads
+
+    return [SweepPoint(p["method"], p["settings"], p["forget_quality"], p["model_utility"],
+                       {key: spread for key, spread in spreads(p).items()
+                        if key in ("forget_quality", "model_utility")},
+                       len(p["over_seeds"]["seeds"]))
+            for p in figures["sweep"]["points"]]
+
+
+def sweep_table(figures: dict[str, Any]) -> str:
+    from uldkit.report.frontier import by_method, frontier
+
+    points = sweep_points(figures)
+    lines = ["| method | setting | forget quality ↑ | model utility ↑ | on its frontier |",
+             "|---|---|---|---|---|"]
+    for name, reference in figures["sweep"]["references"].items():
+        quality = reference["forget_quality"]
+        lines.append(f"| {name} | | {'the reference' if quality is None else f'{quality:.1e}'}"
+                     f" | {reference['model_utility']:.3f} | |")
+    for method, group in by_method(points).items():
+        best = {id(point) for point in frontier(group)}
+        for point in group:
+            setting = " ".join(f"{'α' if key == 'alpha' else key}={value:g}"
+                               for key, value in point.settings.items() if value is not None)
+            lines.append(f"| {method} | {setting or 'demo setting'} | "
+                         f"{_sweep_cell(point, 'forget_quality', '{:.1e}')} | "
+                         f"{_sweep_cell(point, 'model_utility', '{:.3f}')} | "
+                         f"{'yes' if id(point) in best else ''} |")
+    lines += ["", f"Mean ± sample standard deviation over unlearning seeds "
+              f"{', '.join(map(str, figures['seeds']))} (min–max below), on the seed-"
+              f"{figures['seeds'][0]} target; other settings as the demo's. Every seed's "
+              "value: `docs/readme_figures.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _sweep_cell(point: Any, key: str, pattern: str) -> str:
+    spread = point.spread.get(key)
+    value = getattr(point, key)
+    if spread is None or spread.low == spread.high:
+        return pattern.format(value)
+    return (f"{pattern.format(spread.mean)} ± {pattern.format(spread.std)}<br>"
+            f"({pattern.format(spread.low)}–{pattern.format(spread.high)})")
 
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?%?")
@@ -168,8 +265,8 @@ def unbacked_numbers(table_block: str, figures: dict[str, Any]) -> list[str]:
     """Numbers in the block's table rows that no value of the results file, formatted as
     the table formats figures, gives: a figure edited by hand."""
     shown = set()
-    patterns = {pattern for _, _, pattern in COLUMNS} | {"{:.0f}", "{}"}
-    for value in _numbers(figures["rows"]):
+    patterns = {pattern for _, _, pattern in COLUMNS} | {"{:.0f}", "{}", "{:g}"}
+    for value in _numbers({"rows": figures["rows"], "sweep": figures.get("sweep")}):
         shown |= {pattern.format(value) for pattern in patterns}
     rows = [line for line in table_block.splitlines()
             if line.startswith("|") and not line.startswith("|---")][1:]
@@ -195,6 +292,10 @@ def main() -> None:
     parser.add_argument("--retain", help="an existing retain model (with --target)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the frontier sweeps (keep the README's sweep table)")
+    parser.add_argument("--sweep-models", help="a directory holding the target/ and retain/ "
+                        "models the sweeps unlearn (default: OUT/seed-<first>)")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the README from --results without running the demo")
     args = parser.parse_args()
@@ -206,11 +307,21 @@ def main() -> None:
         from uldkit.io import atomic_write_json
 
         figures = run_demo(args)
+        if not args.no_sweep:
+            from uldkit.report.frontier import frontier_png
+
+            figures["sweep"] = run_sweeps(args)
+            references = figures["sweep"]["references"]
+            FRONTIER_PLOT.write_bytes(frontier_png(sweep_points(figures), references))
+        elif args.results.is_file():
+            figures["sweep"] = json.loads(args.results.read_text()).get("sweep")
         atomic_write_json(args.results, figures)
         # the README's plot: the seeds' means with min-max error bars
         PLOT.write_bytes((args.out / "report" / "tradeoff.png").read_bytes())
     rewrite_readme(args.readme, figures)
     print(markdown_table(figures))
+    if figures.get("sweep"):
+        print(sweep_table(figures))
     print(f"wrote {args.results} and the table in {args.readme}")
 
 
