@@ -204,9 +204,12 @@ def run_sweeps(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed, **grid), log=print)
         points += results["points"]
         references = results["references"]
-    return {"points": [{key: point[key] for key in ("method", "settings", "label",
-                                                    "forget_quality", "model_utility",
-                                                    "over_seeds")} for point in points],
+    return {"points": [{**{key: point[key] for key in ("method", "settings", "label",
+                                                       "forget_quality", "model_utility")},
+                        "over_seeds": {**point["over_seeds"], "figures": {
+                            key: point["over_seeds"]["figures"][key]
+                            for key in ("forget_quality", "model_utility")}}}
+                       for point in points],
             "references": {name: {key: figures[key] for key in ("forget_quality",
                                                                  "model_utility")}
                            for name, figures in references.items()}}
