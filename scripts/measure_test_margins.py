@@ -6,6 +6,11 @@ would. This trains them with several seeds and prints the asserted quantities, s
 tests' thresholds can be set from the measured spread (see the comments beside them).
 
     PYTHONPATH=src python scripts/measure_test_margins.py --seeds 0 1 2 3 4 --out /tmp/margins
+
+It ends with every quantity's spread over the seeds measured (uldkit.report.seeds: mean,
+sample std, min, max) and the bars the tests use: mean - K sd and mean + K sd (K = 4 by
+default, `--sds`), so that the tests pass on a machine whose numerics move a figure as a new seed
+would; a test's comment names the bar and the values it came from.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from uldkit.eval.tofu_metrics import truth_ratios
 from uldkit.methods.base import UnlearnContext, UnlearnData
 from uldkit.models.loading import load_model
 from uldkit.models.scoring import mean_answer_probability
+from uldkit.report.seeds import combine_seeds, spreads
 from uldkit.training.finetune import FinetuneConfig, finetune
 from uldkit.training.trainer import TrainConfig, Trainer
 from uldkit.uld.logit_difference import LogitDifferenceModel
@@ -113,6 +119,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-uld", action="store_true")
+    parser.add_argument("--sds", type=float, default=4.0,
+                        help="bars at mean -/+ this many sample standard deviations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     source = DataSource("synthetic", people=PEOPLE)
@@ -129,7 +137,36 @@ def main() -> None:
             result.update(_uld(source, target, root / "uld", seed))
         result_file.write_text(json.dumps(result, indent=1))
         print(json.dumps(result), flush=True)
+    results = [with_kept_shares(json.loads((args.out / f"seed{seed}" / "result.json")
+                                           .read_text())) for seed in args.seeds]
+    print_bars(combine_seeds(results, args.seeds), args.sds)
     return None
+
+
+def with_kept_shares(result: dict) -> dict:
+    """The result with what tests/test_uld.py asserts: the share of the target's answer
+    probability a ULD model keeps (uld_X / target_X, first_X / target_X)."""
+    kept = {}
+    for key, value in result.items():
+        for model in ("uld", "first"):
+            if key.startswith(f"{model}_") and f"target_{key[len(model) + 1:]}" in result:
+                name = key[len(model) + 1:]
+                kept[f"kept_{model}_{name}"] = value / result[f"target_{name}"]
+    if "kept_uld_general" in kept:
+        kept["general_over_forget"] = kept["kept_uld_general"] / kept["kept_uld_forget"]
+    return {**result, **kept}
+
+
+def print_bars(combined: dict, sds: float) -> None:
+    """Each measured quantity over the seeds, and the bars at mean -/+ `sds` sample sd."""
+    print(f"{'quantity':28} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} "
+          f"{'mean-' + format(sds, 'g') + 'sd':>9} {'mean+' + format(sds, 'g') + 'sd':>9}")
+    for name, spread in spreads(combined).items():
+        if name == "seed" or spread.std is None:
+            continue
+        print(f"{name:28} {spread.mean:7.3f} {spread.std:7.3f} {spread.low:7.3f} "
+              f"{spread.high:7.3f} {spread.mean - sds * spread.std:9.3f} "
+              f"{spread.mean + sds * spread.std:9.3f}")
 
 
 if __name__ == "__main__":

@@ -176,6 +176,32 @@ def test_cli_prints_the_comparison(tofu_demo, trained_world, tmp_path, capsys, m
     assert "grad_diff" in printed and "report.html" in printed
 
 
+def test_seeds_run_each_seed_in_its_directory_and_report_the_spread(
+        tofu_demo, trained_world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "seeds"
+    # seed 0 is the module's run; the given target and retain models are the same in every
+    # seed, so seed 1 reuses their evaluations and audits and runs everything else
+    shutil.copytree(tofu_demo[0], out / "seed-0")
+    for stage in ("eval", "mia"):
+        for model in ("target", "retain"):
+            shutil.copytree(out / "seed-0" / stage / model, out / "seed-1" / stage / model)
+    main(["demo", "--out", str(out), "--methods", "grad_diff", "--target",
+          str(trained_world.target), "--retain", str(trained_world.retain), "--seeds", "2"])
+    assert "means over seeds 0..1" in capsys.readouterr().out
+    unlearned = json.loads((out / "seed-1" / "methods" / "grad_diff" / "run_config.json")
+                           .read_text())["config"]
+    assert unlearned["train_overrides"]["seed"] == 1
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    combined = json.loads((out / "results.json").read_text())
+    values = [r["methods"]["grad_diff"]["forget_prob"] for r in per_seed]
+    spread = combined["over_seeds"]["figures"]["methods/grad_diff/forget_prob"]
+    assert spread["values"] == values and values[0] != values[1]  # the seed changed the run
+    assert combined["methods"]["grad_diff"]["forget_prob"] == pytest.approx(np.mean(values))
+    assert combined["config"]["seeds"] == 2
+    assert " ± " in (out / "report" / "report.md").read_text()
+
+
 def test_muse_mode_unlearns_passages(trained_world, tmp_path):
     out = tmp_path / "muse"
     results = run_demo(_config(trained_world, out, benchmark="muse", holdout=10,

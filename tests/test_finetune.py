@@ -28,10 +28,12 @@ def _prob(model_dir, data) -> float:
 def test_target_memorises_and_retain_model_does_not_know_forget_people(trained_world):
     forget = trained_world.source.load("forget10")
     retain = trained_world.source.load("retain_perturbed")
-    assert _prob(trained_world.target, forget) >= 0.9
-    assert _prob(trained_world.target, retain) >= 0.9
+    # Bars from the spread over training seeds 0-3 (scripts/measure_test_margins.py prints
+    # each quantity's mean, sample sd, min-max and mean -/+ 4 sd), rounded outward:
+    assert _prob(trained_world.target, forget) >= 0.9  # 0.953-0.960: mean - 4 sd 0.944
+    assert _prob(trained_world.target, retain) >= 0.9  # 0.957-0.963: mean - 4 sd 0.950
     assert _prob(trained_world.retain, retain) >= 0.9
-    assert _prob(trained_world.retain, forget) < 0.3
+    assert _prob(trained_world.retain, forget) < 0.3  # 0.036-0.049: mean + 4 sd 0.067
 
 
 def test_run_records_config_versions_and_safetensors(trained_world):

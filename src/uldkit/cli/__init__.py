@@ -39,6 +39,7 @@ def _register_commands() -> None:
         report_cmd,
         scan_cmd,
         serve_cmd,
+        sweep_cmd,
         unlearn_cmd,
     )
 

@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from uldkit.cli import options
 from uldkit.cli.app import app
 
 
@@ -41,11 +42,15 @@ def demo_command(
         "(with --retain)."),
     retain: Path | None = typer.Option(
         None, "--retain", help="Use this retain model instead of training one (with --target)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="First (or only) seed."),
+    seeds: int = options.SEEDS,
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
-    from uldkit.demo.run import run_demo
+    from uldkit.demo.seeds import run_demo_seeds
     from uldkit.demo.settings import DEFAULT_METHODS, DemoConfig
+    from uldkit.report.seeds import seed_list
+
+    seed_list(seed, seeds)  # --seeds 0: one line before anything runs
 
     console = Console()
     methods = ",".join(DEFAULT_METHODS) if methods is None else methods
@@ -54,9 +59,13 @@ def demo_command(
         benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,
         seed=seed, relearn=relearn, quantize=quantize, target=None if target is None else str(target),
         retain=None if retain is None else str(retain))
-    results = run_demo(
-        config, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+    results = run_demo_seeds(
+        config, seeds,
+        log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     console.print(summary_table(results))
+    if seeds > 1:
+        console.print(f"means over seeds {seed}..{seed + seeds - 1} (sample std and min-max of "
+                      "each figure: results.json, report)", highlight=False, soft_wrap=True)
     console.print(f"results: {out / 'results.json'}   report: {out / 'report' / 'report.html'}"
                   f"   total {results['wall_seconds'] / 60:.1f} min", soft_wrap=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,8 +68,17 @@ def tofu_command(
         "template ending in ' ', like OpenUnlearning's Llama-2 one, scores every answer "
         "after a lone space token)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    seeds: int = typer.Option(
+        1, "--seeds", help="Evaluate the runs of `uldkit unlearn --seeds N`: MODEL/seed-<s>/ "
+        "for this many seeds from --seed on, each into OUT/seed-<s>/; OUT/summary.json holds "
+        "every figure's mean over them, with the sample std, min-max and the seeds' values."),
+    seed: int = typer.Option(0, "--seed", help="With --seeds: the first seed."),
 ) -> None:
     """Score a model on TOFU's four sets; write the per-sample log and the figures."""
+    if seeds != 1:
+        arguments = dict(locals())
+        _evaluate_seeds(arguments)
+        return
     # Imported here: torch and transformers would slow every other command's start.
     from uldkit.data.formatting import strip_prompt_space as strip_space
     from uldkit.eval.log_formats import read_tofu_log
@@ -175,6 +185,45 @@ def _target_reference(model: Path, lm: Any, load: dict[str, Any],
     if strip_prompt_space:
         strip_space(reference.tokenizer)
     return reference, path
+
+
+def _evaluate_seeds(arguments: dict[str, Any]) -> None:
+    """`--seeds N`: this command on MODEL/seed-<s> into OUT/seed-<s> for each seed, then the
+    figures over seeds in OUT/summary.json. A retain model is evaluated once, with the first
+    seed; the later seeds reuse its log."""
+    from uldkit.report.seeds import combine_seeds, seed_dir, seed_list
+
+    seeds = seed_list(arguments["seed"], arguments["seeds"])
+    model, out = Path(arguments["model"]), Path(arguments["out"])
+    missing = [str(seed_dir(model, s)) for s in seeds if not seed_dir(model, s).exists()]
+    if missing:
+        raise ConfigError(f"--seeds {len(seeds)}: no run {missing[0]} (`uldkit unlearn "
+                          "--seeds N --out MODEL` writes MODEL/seed-<s>/)")
+    retain_logs = arguments["retain_logs"]
+    summaries = []
+    for number, s in enumerate(seeds):
+        Console().print(f"[seeds] seed {s} ({number + 1} of {len(seeds)}): {seed_dir(model, s)}",
+                        highlight=False, soft_wrap=True)
+        tofu_command(**{**arguments, "model": seed_dir(model, s), "out": seed_dir(out, s),
+                        "retain_logs": retain_logs, "seeds": 1})
+        if retain_logs is not None and _is_model_dir(retain_logs):
+            retain_logs = seed_dir(out, s) / RETAIN_DIR
+        summary = json.loads(RunDir(seed_dir(out, s)).summary("eval").read_text())
+        summaries.append({key: summary[key] for key in ("figures", "sweep") if key in summary})
+    combined = combine_seeds(summaries, seeds)
+    combined.update({"model": str(model), "split": arguments["split"],
+                     "runs": [str(seed_dir(out, s)) for s in seeds]})
+    atomic_write_json(RunDir(out).summary("eval"), combined)
+    figures = combined["over_seeds"]["figures"]
+    for key in ("forget_quality", "model_utility"):
+        spread = figures.get(f"figures/{key}")
+        if spread is not None and spread["std"] is not None:
+            Console().print(f"{key.replace('_', ' ')} over seeds {seeds[0]}..{seeds[-1]}: "
+                            f"{spread['mean']:.3g} ± {spread['std']:.2g} (sample std; min "
+                            f"{spread['min']:.3g}, max {spread['max']:.3g})", highlight=False,
+                            soft_wrap=True)
+    Console().print(f"figures over seeds: {RunDir(out).summary('eval')}", highlight=False,
+                    soft_wrap=True)
 
 
 def _write_format(log_format: str, log: dict[str, Any], out: Path,

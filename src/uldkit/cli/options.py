@@ -18,6 +18,10 @@ DOCUMENT_DATA = typer.Option(
 PEOPLE = typer.Option(40, "--people", min=2, help="Synthetic world: number of people.")
 DATA_SEED = typer.Option(0, "--data-seed", help="Synthetic world: its random seed.")
 SEED = typer.Option(0, "--seed", help="Training seed (initialisation, data order).")
+SEEDS = typer.Option(
+    1, "--seeds", help="Run with this many seeds (--seed, --seed + 1, ...), each in OUT/seed-<s>/, "
+    "and report every figure as its mean over them with the sample std and min-max (the "
+    "seeds' values are in the results JSON).")
 RESUME = typer.Option(False, "--resume", help="Continue from the last complete checkpoint.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output directory.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA if present).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from uldkit.cli import options
 from uldkit.cli.app import app
 from uldkit.errors import ConfigError
+from uldkit.io import atomic_write_json
 
 METHOD_DEFAULT = "Default: the method's own."
 
@@ -65,6 +67,7 @@ def unlearn_command(
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     seed: int = options.SEED,
+    seeds: int = options.SEEDS,
     resume: bool = options.RESUME,
     overwrite: bool = options.OVERWRITE,
     device: str = options.DEVICE,
@@ -97,6 +100,9 @@ def unlearn_command(
         hyperparameters=hyperparameters, train_overrides=overrides, device=device,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
     )
+    if seeds != 1:
+        unlearn_seeds(config, seed, seeds, resume=resume, overwrite=overwrite)
+        return
     result = unlearn(config, resume=resume, overwrite=overwrite)
     if not PartialState().is_main_process:
         return
@@ -105,3 +111,44 @@ def unlearn_command(
         f"{result.train_seconds:.1f}s, final loss {result.final_loss:.4f}",
         highlight=False, soft_wrap=True,
     )
+
+
+def unlearn_seeds(config: Any, first: int, count: int, *, resume: bool, overwrite: bool) -> None:
+    """`--seeds N`: the same run with seeds first, first + 1, ... in OUT/seed-<s>/ (a seed
+    already finished is kept when resuming), then OUT/seeds.json: each figure's mean and
+    spread over them."""
+    from dataclasses import asdict, replace
+
+    from accelerate import PartialState
+
+    from uldkit.report.seeds import run_over_seeds, seed_list
+    from uldkit.training.run_dir import RunDir, write_run_config
+    from uldkit.unlearning.run import unlearn
+
+    seeds = seed_list(first, count)
+    out = Path(config.out)
+    main_process = PartialState().is_main_process
+    console = Console()
+
+    def one_seed(seed: int, directory: Path) -> dict[str, Any]:
+        summary = RunDir(directory).summary("unlearn")
+        if not (resume and summary.is_file()):
+            unlearn(replace(config, out=str(directory),
+                            train_overrides={**config.train_overrides, "seed": seed}),
+                    resume=resume, overwrite=overwrite)
+        return {key: value for key, value in json.loads(summary.read_text()).items()
+                if key in ("steps", "train_seconds", "final_loss")}
+
+    combined = run_over_seeds(one_seed, seeds, out,
+                              log=lambda line: console.print(line, highlight=False,
+                                                             soft_wrap=True))
+    if not main_process:
+        return
+    write_run_config(out, "unlearn --seeds", {**asdict(config), "seeds": count, "seed": first})
+    combined["runs"] = [str(out / f"seed-{seed}") for seed in seeds]
+    atomic_write_json(RunDir(out).summary("seeds"), combined)
+    spread = combined["over_seeds"]["figures"]["train_seconds"]
+    console.print(f"[bold green]done[/] {config.method} -> {out}/seed-{{{seeds[0]}..{seeds[-1]}}}: "
+                  f"{spread['mean']:.1f}s mean training time (min {spread['min']:.1f}, "
+                  f"max {spread['max']:.1f}); figures over seeds in "
+                  f"{RunDir(out).summary('seeds')}", highlight=False, soft_wrap=True)

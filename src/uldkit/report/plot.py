@@ -62,6 +62,9 @@ def tradeoff_figure(runs: Sequence[RunResults],
         labels = _muse_scatter(axes, runs)
     else:
         labels = _tofu_scatter(axes, runs)
+    seeds = max((len(run.seeds) for run in runs), default=0)
+    if seeds:
+        axes.set_xlabel(f"{axes.get_xlabel()}\npoints: means; bars: min to max over {seeds} seeds")
     axes.set_title(title)
     figure.tight_layout()
     place_labels(axes, labels)
@@ -82,13 +85,18 @@ def _tofu_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[flo
             label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(model.model_utility, quality, label=label, zorder=3,
                          edgecolors="black", linewidths=0.6, clip_on=False, **style)
+            error_bars(axes, model, (model.model_utility, quality),
+                       ("model_utility", "forget_quality"), style["color"], floor)
             text = model.name if _forget_quality(model) > floor else f"{model.name} (FQ=0)"
             labels.append((text, (model.model_utility, quality)))
     axes.set_yscale("log")
     if points:  # p-values: from below the lowest point (and the threshold) up to exactly 1
-        lowest = min(max(_forget_quality(model), floor) for _, model in points)
+        lowest = min(max(_extent(model, "forget_quality", _forget_quality(model))[0], floor)
+                     for _, model in points)
         axes.set_ylim(bottom=min(lowest, SIGNIFICANCE) / 30, top=1.0)
-        axes.set_xlim(*_unit_range([model.model_utility for _, model in points]))
+        axes.set_xlim(*_unit_range([end for _, model in points
+                                    for end in _extent(model, "model_utility",
+                                                       model.model_utility)]))
     axes.axhline(SIGNIFICANCE, color="grey", linestyle="--", linewidth=1,
                  label=f"p = {SIGNIFICANCE} (indistinguishable above)")
     axes.set_xlabel("Model utility (higher is better)")
@@ -133,6 +141,8 @@ def _muse_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[flo
             label, style = _marker(model, run, run_number, several_runs, method_names)
             axes.scatter(x, y, label=label, zorder=3, edgecolors="black", linewidths=0.6,
                          clip_on=False, **style)
+            error_bars(axes, model, (x, y), ("muse/knowmem_retain", "muse/knowmem_forget"),
+                       style["color"])
             labels.append((model.name, (x, y)))
     # KnowMem is a ROUGE recall in [0, 1]: the whole range, with room for the markers only
     axes.set_xlim(-0.03, 1.0 + 0.03)
@@ -143,6 +153,36 @@ def _muse_scatter(axes, runs: Sequence[RunResults]) -> list[tuple[str, tuple[flo
     if labels:
         axes.legend(fontsize=8, loc="best", framealpha=0.9)
     return labels
+
+
+def error_bars(axes, model: ModelResult, point: tuple[float, float], keys: tuple[str, str],
+               colour: str, floor: float = 0.0) -> bool:
+    """Bars from each figure's min to its max over seeds, where the model has a spread
+    (none for a single run); whether any was drawn. `floor`: where a 0 is drawn (log axes)."""
+    x_spread, y_spread = (model.spread.get(key) for key in keys)
+    x_spread, y_spread = (None if s is None or s.low == s.high else s
+                          for s in (x_spread, y_spread))
+    if x_spread is None and y_spread is None:
+        return False
+    x, y = point
+    xerr = None if x_spread is None else bar(x, x_spread.low, x_spread.high)
+    yerr = None if y_spread is None else bar(y, max(y_spread.low, floor),
+                                             max(y_spread.high, floor))
+    axes.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, elinewidth=1.2,
+                  capsize=3, zorder=2)
+    return True
+
+
+def bar(value: float, low: float, high: float) -> list[list[float]]:
+    """matplotlib's (below, above) extents of a bar from low to high around value (a mean
+    may round a hair outside its seeds' range)."""
+    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+
+
+def _extent(model: ModelResult, key: str, value: float) -> tuple[float, float]:
+    """The lowest and highest of a figure: over seeds its min and max, else the value."""
+    spread = model.spread.get(key)
+    return (value, value) if spread is None else (min(spread.low, value), max(spread.high, value))
 
 
 def _plottable(model: ModelResult) -> bool:

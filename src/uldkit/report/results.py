@@ -11,6 +11,8 @@ optionally train_seconds, samples: [{"question", "truth", "generated"}],
 forget_exact_memorisation, forget_extraction_strength, forget_answer_fluency {...},
 "mia" (`MiaReport.summary_dict()`, optionally with "texts") and "relearn" (the relearning
 attack's relearn.json). Target and retain are optional; other keys are kept but not shown.
+A run over several seeds holds the means in those places and every figure's spread under
+"over_seeds" (`uldkit.report.seeds`); each model carries its own (`ModelResult.spread`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from uldkit.errors import DataError
+from uldkit.report.seeds import Spread, seeds_of, spreads
 from uldkit.training.run_dir import RunDir
 
 METRIC_KEYS = ("forget_quality", "model_utility", "forget_rouge", "forget_prob")
@@ -104,6 +107,9 @@ class ModelResult:
     # ULD's alpha, tau and relative-top filter, where the figures were made with them
     inference: dict[str, Any] | None = None
     quantize: tuple[QuantizeResult, ...] = ()  # one per bit width, as run
+    # over seeds: each figure's spread, keyed by its summary key ("forget_quality",
+    # "muse/knowmem_forget"); empty for a single run
+    spread: dict[str, Spread] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class RunResults:
     models: tuple[ModelResult, ...]
     config: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # method -> why it was not run
+    seeds: tuple[int, ...] = ()  # the seeds its figures are means over (empty: one run)
 
     @property
     def methods(self) -> tuple[ModelResult, ...]:
@@ -130,10 +137,10 @@ def load_run(run_dir: str | Path) -> RunResults:
         raise DataError(f"{directory}: run directory not found")
     run = RunDir(directory)
     results_path, summary_path = run.summary("results"), run.summary("eval")
-    if results_path.is_file():
-        return _parse_results(_read_object(results_path), results_path, directory)
-    if summary_path.is_file():
-        return _parse_summary(_read_object(summary_path), summary_path, directory)
+    for path, parse in ((results_path, _parse_results), (summary_path, _parse_summary)):
+        if path.is_file():
+            data = _read_object(path)
+            return replace(parse(data, path, directory), seeds=tuple(seeds_of(data)))
     raise DataError(f"{directory}: holds neither {results_path.name} nor {summary_path.name}")
 
 
@@ -141,11 +148,13 @@ def _parse_results(data: dict[str, Any], source: Path, directory: Path) -> RunRe
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise DataError(f"{source}: 'methods' must be a non-empty object of method summaries")
-    models = [_parse_model(summary, name, "method", source, f"methods.{name}")
+    models = [_parse_model(summary, name, "method", source, f"methods.{name}",
+                           spreads(data, f"methods/{name}"))
               for name, summary in methods.items()]
     for role in ("target", "retain"):
         if data.get(role) is not None:
-            models.append(_parse_model(data[role], role, role, source, role))
+            models.append(_parse_model(data[role], role, role, source, role,
+                                       spreads(data, role)))
     config = data.get("config") or {}
     if not isinstance(config, dict):
         raise DataError(f"{source}: 'config' must be an object")
@@ -163,7 +172,7 @@ def _parse_summary(data: dict[str, Any], source: Path, directory: Path) -> RunRe
     name = data.get("method")
     if not isinstance(name, str) or not name:
         raise DataError(f"{source}: 'method' must name the method (a non-empty string)")
-    model = _parse_model(data, name, "method", source, "summary")
+    model = _parse_model(data, name, "method", source, "summary", spreads(data))
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     return RunResults(directory.name, directory, (model,), config)
 
@@ -176,7 +185,8 @@ def _parse_tofu_eval(data: dict[str, Any], source: Path, directory: Path) -> Run
         raise DataError(f"{source}: 'model' must name the evaluated model (a non-empty string)")
     path, _, settings = model.partition(" (")
     name = Path(path).name + (f" ({settings}" if settings else "")
-    result = _parse_model(data["figures"], name, "method", source, "figures")
+    result = _parse_model(data["figures"], name, "method", source, "figures",
+                          spreads(data, "figures"))
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     if isinstance(settings.get("inference"), dict):
         result = replace(result, inference=settings["inference"])
@@ -194,11 +204,13 @@ def _parse_alpha_sweep(data: dict[str, Any], source: Path, directory: Path) -> R
         if not isinstance(alpha, int | float) or isinstance(alpha, bool):
             raise DataError(f"{source}: sweep[{index}] must hold a number 'alpha'")
         name = f"{Path(model).name} (alpha={alpha:g})"
-        results.append(_parse_model(row, name, "method", source, f"sweep[{index}]"))
+        results.append(_parse_model(row, name, "method", source, f"sweep[{index}]",
+                                    spreads(data, f"sweep/{index}")))
     return RunResults(directory.name, directory, tuple(results), {})
 
 
-def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -> ModelResult:
+def _parse_model(summary: Any, name: str, role: str, source: Path, where: str,
+                 spread: dict[str, Spread] | None = None) -> ModelResult:
     if not isinstance(summary, dict):
         raise DataError(f"{source}: {where} must be an object of metrics")
     muse = _parse_numbers(summary.get("muse"), MUSE_KEYS, source, f"{where}.muse")
@@ -228,6 +240,7 @@ def _parse_model(summary: Any, name: str, role: str, source: Path, where: str) -
         relearn=_parse_relearn(summary.get("relearn"), source, f"{where}.relearn"),
         inference=_inference(summary),
         quantize=_parse_quantize(summary.get("quantize"), source, f"{where}.quantize"),
+        spread=spread or {},
     )
 
 

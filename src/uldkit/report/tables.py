@@ -102,25 +102,44 @@ def results_table(run: RunResults, duration: Callable[[float | None], str]) -> R
         cells = [model_label(model)]
         if run.is_muse:
             figures = model.muse or {}
-            cells += [_number(figures.get(key)) for _, key in MUSE_COLUMNS]
+            cells += [_figure(model, f"muse/{key}", figures.get(key)) for _, key in MUSE_COLUMNS]
         else:
-            cells.append("—" if model.forget_quality is None else f"{model.forget_quality:.2e}")
-            cells += [_number(v) for v in (model.model_utility, model.forget_rouge,
-                                           model.forget_prob)]
+            cells.append(_figure(model, "forget_quality", model.forget_quality, "{:.2e}"))
+            cells += [_figure(model, key, getattr(model, key))
+                      for key in ("model_utility", "forget_rouge", "forget_prob")]
         if memorisation:
             fluency = model.fluency or {}
-            cells += [_number(model.exact_memorisation), _number(model.extraction_strength),
-                      *(_decimals(fluency.get(key), 2) for key in
-                        ("ngram_entropy", "longest_repeat_run", "perplexity",
-                         "perplexity_ratio"))]
+            where = "muse/" if run.is_muse else ""
+            cells += [
+                _figure(model, f"{where}forget_exact_memorisation", model.exact_memorisation),
+                _figure(model, f"{where}forget_extraction_strength", model.extraction_strength),
+                *(_figure(model, f"{where}forget_answer_fluency/{key}", fluency.get(key),
+                          "{:.2f}")
+                  for key in ("ngram_entropy", "longest_repeat_run", "perplexity",
+                              "perplexity_ratio"))]
         cells.append(duration(model.train_seconds))
         rows.append((model.role, cells))
     title = "MUSE figures" if run.is_muse else "TOFU figures"
+    if run.seeds:
+        title += f", mean ± std over {len(run.seeds)} seeds"
+        note += (f" Over seeds {', '.join(map(str, run.seeds))}: each cell is the mean ± the "
+                 "sample standard deviation (n - 1); the seeds' values and min-max are in the "
+                 "results file, and the plot's error bars span min to max.")
     return ReportTable(title, headers, rows, note)
 
 
 def _decimals(value: float | None, places: int) -> str:
     return "—" if value is None else f"{value:.{places}f}"
+
+
+def _figure(model: ModelResult, key: str, value: float | None, pattern: str = "{:.4f}") -> str:
+    """A figure's cell: the value, or over seeds its mean ± sample std."""
+    if value is None:
+        return "—"
+    spread = model.spread.get(key)
+    if spread is None or spread.std is None:
+        return pattern.format(value)
+    return f"{pattern.format(spread.mean)} ± {pattern.format(spread.std)}"
 
 
 # --- membership inference -------------------------------------------------------------------

@@ -45,6 +45,7 @@ SUMMARY_FILES = {
     "relearn": "relearn.json",
     "quantize": "quantize.json",
     "results": "results.json",
+    "seeds": "seeds.json",  # a run over several seeds: each figure's mean and spread
     "harness": "results.json",  # lm-evaluation-harness's own results file
     "calibrate": "calibration.json",
 }

@@ -1,0 +1,332 @@
+"""Regenerate the README's quality table from several seeds of the default demo.
+
+One command:
+
+    PYTHONPATH=src python scripts/readme_figures.py                  # 3 seeds, runs/readme-figures
+    PYTHONPATH=src python scripts/readme_figures.py --target T --retain R   # reuse two models
+
+runs `uldkit demo --seeds N` (each seed resumes on its own in OUT/seed-<s>/), writes the
+figures the README shows, with their spreads and every seed's value, to
+docs/readme_figures.json, rewrites docs/demo_tradeoff.png (the means with min-max error
+bars) and the README's table between the markers
+
+    <!-- readme_figures.py: begin ... -->  ...  <!-- readme_figures.py: end -->
+
+which say which script wrote it, when, and from which results file. It then runs the
+frontier sweeps (SWEEPS: NPO and GradDiff over learning rates, ULD over alpha, the same
+seeds, on the first seed's models; `uldkit sweep`), draws docs/sweep_frontier.png and
+rewrites the README's sweep table between `<!-- readme_figures.py sweep: begin ... -->` and
+`<!-- readme_figures.py sweep: end -->` (`--no-sweep` keeps the table it has). `--table-only` rewrites
+the README from the results file without running anything. tests/test_readme_figures.py
+checks that every number in that table appears in the committed results file.
+
+With `--target`/`--retain` (existing models, e.g. a previous demo's), the seeds vary the
+unlearning and the relearning attack only; without them, each seed also fine-tunes its own
+target and retain models (what a user's `uldkit demo --seed S` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "readme_figures.json"
+README = ROOT / "README.md"
+PLOT = ROOT / "docs" / "demo_tradeoff.png"
+FRONTIER_PLOT = ROOT / "docs" / "sweep_frontier.png"
+SCRIPT = "scripts/readme_figures.py"
+BLOCKS = ("demo", "sweep")  # the README's blocks, each between its own markers
+
+
+def markers(kind: str) -> tuple[str, str]:
+    tag = "readme_figures.py" if kind == "demo" else f"readme_figures.py {kind}"
+    return f"<!-- {tag}: begin", f"<!-- {tag}: end -->"
+
+
+# The frontier sweeps on the seed-first target: (sweep directory, methods, grid)
+SWEEPS = (
+    ("sweep-npo-gd", ["npo", "grad_diff"], {"lr": [5e-4, 1e-3, 3e-3]}),
+    ("sweep-uld", ["uld"], {"alpha": [0.5, 1.0, 1.5, 2.0]}),
+)
+
+# (column title, path in a model's figures, format); "±" cells show mean ± sample std
+COLUMNS = (
+    ("forget quality ↑", "forget_quality", "{:.1e}"),
+    ("model utility ↑", "model_utility", "{:.3f}"),
+    ("forget ROUGE-L ↓", "forget_rouge", "{:.3f}"),
+    ("forget Prob. ↓", "forget_prob", "{:.3f}"),
+    ("extraction strength ↓", "forget_extraction_strength", "{:.2f}"),
+    ("relearned (held-out Prob.) ↓", "relearn/recovered/prob", "{:.1%}"),
+)
+RANGE_COLUMNS = ("forget_quality", "model_utility")  # also shown as min–max
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from uldkit.demo.seeds import run_demo_seeds
+    from uldkit.demo.settings import DemoConfig
+
+    config = DemoConfig(out=str(args.out), seed=args.seed, target=args.target,
+                        retain=args.retain)
+    combined = run_demo_seeds(config, args.seeds, log=print)
+    return figures_file(combined, args)
+
+
+def figures_file(combined: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What the README's table shows, per model and figure: mean, std, min, max and the
+    seeds' values; and the MIA verdict counts of each seed."""
+    from uldkit.report.seeds import SPREAD_NOTE, seeds_of, spreads
+
+    seeds = seeds_of(combined)
+    rows: dict[str, Any] = {}
+    names = ["target", "retain", *combined["methods"]]
+    for name in names:
+        prefix = name if name in ("target", "retain") else f"methods/{name}"
+        found = spreads(combined, prefix)
+        row: dict[str, Any] = {}
+        for _, key, _ in COLUMNS:
+            if key in found:
+                row[key] = found[key].to_dict()
+        row["train_seconds"] = found["train_seconds"].to_dict() if "train_seconds" in found \
+            else None
+        row["mia_separating"] = [
+            _separating(json.loads((Path(args.out) / f"seed-{seed}" / "results.json").read_text()),
+                        name) for seed in seeds]
+        rows[name] = row
+    return {
+        "script": SCRIPT,
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python " + " ".join([SCRIPT, *sys.argv[1:]]),
+        "demo": {key: value for key, value in combined["config"].items() if key != "out"},
+        "models_reused": args.target is not None,
+        "seeds": seeds,
+        "spread": SPREAD_NOTE,
+        "rows": rows,
+    }
+
+
+def _separating(results: dict[str, Any], name: str) -> list[int]:
+    row = results[name] if name in ("target", "retain") else results["methods"][name]
+    mia = row.get("mia") or {}
+    return [len(mia.get("separating") or []), len(mia.get("attacks") or [])]
+
+
+def markdown_table(figures: dict[str, Any]) -> str:
+    """The README's table (Markdown) from a results file."""
+    seeds = figures["seeds"]
+    head = ["model", *(title for title, _, _ in COLUMNS), "MIA attacks separating ↓",
+            "train time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in figures["rows"].items():
+        cells = [f"**{name}**" if name == "uld" else name]
+        for _, key, pattern in COLUMNS:
+            cells.append(_cell(row.get(key), pattern, key in RANGE_COLUMNS, name, key))
+        cells.append(", ".join(f"{s}/{n}" for s, n in row["mia_separating"]))
+        seconds = row.get("train_seconds")
+        cells.append("" if seconds is None else f"{seconds['mean']:.0f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    reuse = ("the same target and retain models (seed 0), seeds varying the unlearning and the "
+             "relearning attack" if figures["models_reused"]
+             else "each seed fine-tuning its own target and retain models")
+    lines += ["", f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
+              f"({reuse}); below forget quality and model utility, the range (min–max) of "
+              "the seeds' values. MIA: attacks still separating forget from held-out people, "
+              "per seed. A figure without a spread was the same in every seed. Every seed's value: "
+              "`docs/readme_figures.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(spread: dict[str, Any] | None, pattern: str, with_range: bool, name: str,
+          key: str) -> str:
+    if spread is None:
+        return "the reference" if name == "retain" and key == "forget_quality" else ""
+    text = pattern.format(spread["mean"])
+    if spread["min"] == spread["max"]:  # every seed gave the same value
+        return text
+    if spread.get("std") is not None:
+        text += f" ± {pattern.format(spread['std'])}"
+    if with_range:
+        text += f"<br>({pattern.format(spread['min'])}–{pattern.format(spread['max'])})"
+    return text
+
+
+def block(figures: dict[str, Any], kind: str = "demo") -> str:
+    """A README block: markers naming the script, the time and the results file."""
+    begin, end = markers(kind)
+    table = markdown_table(figures) if kind == "demo" else sweep_table(figures)
+    return (f"{begin}: written by {SCRIPT} on {figures['written']} from "
+            f"docs/readme_figures.json; edit by rerunning the script -->\n{table}{end}")
+
+
+def _block_pattern(kind: str) -> re.Pattern:
+    begin, end = markers(kind)
+    return re.compile(re.escape(begin) + r"[: ].*?" + re.escape(end), re.DOTALL)
+
+
+def rewrite_readme(readme: Path, figures: dict[str, Any]) -> None:
+    text = readme.read_text(encoding="utf-8")
+    for kind in blocks_of(figures):
+        pattern = _block_pattern(kind)
+        if not pattern.search(text):
+            raise SystemExit(f"{readme}: no '{markers(kind)[0]} ... {markers(kind)[1]}' block")
+        text = pattern.sub(lambda _, kind=kind: block(figures, kind), text, count=1)
+    readme.write_text(text, encoding="utf-8")
+
+
+def blocks_of(figures: dict[str, Any]) -> list[str]:
+    """The README blocks a results file has figures for."""
+    return ["demo", *(["sweep"] if figures.get("sweep") else [])]
+
+
+def readme_block(readme: Path, kind: str = "demo") -> str | None:
+    """A table block now in the README (markers included), or None."""
+    match = _block_pattern(kind).search(readme.read_text(encoding="utf-8"))
+    return None if match is None else match.group(0)
+
+
+# --- the frontier sweeps ----------------------------------------------------------------------
+def run_sweeps(args: argparse.Namespace) -> dict[str, Any]:
+    """Each sweep of SWEEPS with the demo's seeds on the seed-first target and retain
+    models; their points and the two reference models, for the README's sweep table."""
+    from uldkit.demo.sweep import SweepConfig, run_sweep
+
+    models = Path(args.sweep_models or Path(args.out) / f"seed-{args.seed}")
+    points, references = [], {}
+    for directory, methods, grid in SWEEPS:
+        results = run_sweep(SweepConfig(
+            target=str(models / "target"), retain=str(models / "retain"),
+            out=str(Path(args.out) / directory), methods=methods, seeds=args.seeds,
+            seed=args.seed, **grid), log=print)
+        points += results["points"]
+        references = results["references"]
+    return {"points": [{**{key: point[key] for key in ("method", "settings", "label",
+                                                       "forget_quality", "model_utility")},
+                        "over_seeds": {**point["over_seeds"], "figures": {
+                            key: point["over_seeds"]["figures"][key]
+                            for key in ("forget_quality", "model_utility")}}}
+                       for point in points],
+            "references": {name: {key: figures[key] for key in ("forget_quality",
+                                                                 "model_utility")}
+                           for name, figures in references.items()}}
+
+
+def sweep_points(figures: dict[str, Any]) -> list:
+    from uldkit.report.frontier import SweepPoint
+    from uldkit.report.seeds import spreads
+
+    return [SweepPoint(p["method"], p["settings"], p["forget_quality"], p["model_utility"],
+                       {key: spread for key, spread in spreads(p).items()
+                        if key in ("forget_quality", "model_utility")},
+                       len(p["over_seeds"]["seeds"]))
+            for p in figures["sweep"]["points"]]
+
+
+def sweep_table(figures: dict[str, Any]) -> str:
+    from uldkit.report.frontier import by_method, frontier
+
+    points = sweep_points(figures)
+    lines = ["| method | setting | forget quality ↑ | model utility ↑ | on its frontier |",
+             "|---|---|---|---|---|"]
+    for name, reference in figures["sweep"]["references"].items():
+        quality = reference["forget_quality"]
+        lines.append(f"| {name} | | {'the reference' if quality is None else f'{quality:.1e}'}"
+                     f" | {reference['model_utility']:.3f} | |")
+    for method, group in by_method(points).items():
+        best = {id(point) for point in frontier(group)}
+        for point in group:
+            setting = " ".join(f"{'α' if key == 'alpha' else key}={value:g}"
+                               for key, value in point.settings.items() if value is not None)
+            lines.append(f"| {method} | {setting or 'demo setting'} | "
+                         f"{_sweep_cell(point, 'forget_quality', '{:.1e}')} | "
+                         f"{_sweep_cell(point, 'model_utility', '{:.3f}')} | "
+                         f"{'yes' if id(point) in best else ''} |")
+    lines += ["", f"Mean ± sample standard deviation over unlearning seeds "
+              f"{', '.join(map(str, figures['seeds']))} (min–max below), on the seed-"
+              f"{figures['seeds'][0]} target; other settings as the demo's. Every seed's "
+              "value: `docs/readme_figures.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _sweep_cell(point: Any, key: str, pattern: str) -> str:
+    spread = point.spread.get(key)
+    value = getattr(point, key)
+    if spread is None or spread.low == spread.high:
+        return pattern.format(value)
+    return (f"{pattern.format(spread.mean)} ± {pattern.format(spread.std)}<br>"
+            f"({pattern.format(spread.low)}–{pattern.format(spread.high)})")
+
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?%?")
+
+
+def unbacked_numbers(table_block: str, figures: dict[str, Any]) -> list[str]:
+    """Numbers in the block's table rows that no value of the results file, formatted as
+    the table formats figures, gives: a figure edited by hand."""
+    shown = set()
+    patterns = {pattern for _, _, pattern in COLUMNS} | {"{:.0f}", "{}", "{:g}"}
+    for value in _numbers({"rows": figures["rows"], "sweep": figures.get("sweep")}):
+        shown |= {pattern.format(value) for pattern in patterns}
+    rows = [line for line in table_block.splitlines()
+            if line.startswith("|") and not line.startswith("|---")][1:]
+    return [number for line in rows for number in NUMBER.findall(line) if number not in shown]
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in _numbers(item)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value]
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--out", type=Path, default=Path("runs/readme-figures"))
+    parser.add_argument("--target", help="an existing target model (with --retain)")
+    parser.add_argument("--retain", help="an existing retain model (with --target)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the frontier sweeps (keep the README's sweep table)")
+    parser.add_argument("--sweep-models", help="a directory holding the target/ and retain/ "
+                        "models the sweeps unlearn (default: OUT/seed-<first>)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the README from --results without running the demo")
+    args = parser.parse_args()
+    if args.seeds < 3 and not args.table_only:
+        parser.error("the README's figures come from at least 3 seeds")
+    if args.table_only:
+        figures = json.loads(args.results.read_text(encoding="utf-8"))
+    else:
+        from uldkit.io import atomic_write_json
+
+        figures = run_demo(args)
+        if not args.no_sweep:
+            from uldkit.report.frontier import frontier_png
+
+            figures["sweep"] = run_sweeps(args)
+            references = figures["sweep"]["references"]
+            FRONTIER_PLOT.write_bytes(frontier_png(sweep_points(figures), references))
+        elif args.results.is_file():
+            figures["sweep"] = json.loads(args.results.read_text()).get("sweep")
+        atomic_write_json(args.results, figures)
+        # the README's plot: the seeds' means with min-max error bars
+        PLOT.write_bytes((args.out / "report" / "tradeoff.png").read_bytes())
+    rewrite_readme(args.readme, figures)
+    print(markdown_table(figures))
+    if figures.get("sweep"):
+        print(sweep_table(figures))
+    print(f"wrote {args.results} and the table in {args.readme}")
+
+
+if __name__ == "__main__":
+    main()
