@@ -128,10 +128,6 @@ def results_table(run: RunResults, duration: Callable[[float | None], str]) -> R
     return ReportTable(title, headers, rows, note)
 
 
-def _decimals(value: float | None, places: int) -> str:
-    return "—" if value is None else f"{value:.{places}f}"
-
-
 def _figure(model: ModelResult, key: str, value: float | None, pattern: str = "{:.4f}") -> str:
     """A figure's cell: the value, or over seeds its mean ± sample std."""
     if value is None:
