@@ -74,8 +74,8 @@ def unlearn_command(
     """Unlearn the forget split from a target model with any registered method."""
     from accelerate import PartialState
 
+    import uldkit
     from uldkit.unlearning.catalog import get_method
-    from uldkit.unlearning.run import UnlearnConfig, unlearn
 
     method_cls = get_method(method)
     hyperparameters = parse_params(param)
@@ -90,14 +90,13 @@ def unlearn_command(
         ("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("grad_accum", grad_accum),
         ("seed", seed), ("checkpoint_every", checkpoint_every), ("max_steps", max_steps),
     ) if value is not None}
-    config = UnlearnConfig(
-        method=method_cls.name, model=model, out=str(out), data=data, forget=forget,
-        retain=retain, forget_documents=forget_documents, retain_documents=retain_documents,
-        people=people, data_seed=data_seed, max_length=max_length,
-        hyperparameters=hyperparameters, train_overrides=overrides, device=device,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+    result = uldkit.unlearn(
+        model, method=method_cls.name, out=out, data=data, forget=forget, retain=retain,
+        forget_documents=forget_documents, retain_documents=retain_documents, people=people,
+        data_seed=data_seed, max_length=max_length, hyperparameters=hyperparameters,
+        resume=resume, overwrite=overwrite, device=device, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, **overrides,
     )
-    result = unlearn(config, resume=resume, overwrite=overwrite)
     if not PartialState().is_main_process:
         return
     Console().print(
