@@ -8,9 +8,11 @@ import json
 import pytest
 
 import uldkit
-import uldkit.cli.unlearn_cmd  # noqa: F401  (registers the commands these tests run)
+import uldkit.cli.eval_tofu_cmd  # noqa: F401  (registers the commands these tests run)
+import uldkit.cli.unlearn_cmd  # noqa: F401
 from uldkit import cli
 from uldkit.cli import main
+from uldkit.eval.tofu_log import AGGREGATED_FILE
 from uldkit.training.run_dir import RunDir
 from uldkit.training.run_start import check_resume
 
@@ -66,3 +68,21 @@ def test_cli_unlearn_equals_uldkit_unlearn(trained_world, tmp_path, method, para
     check_resume(by_cli, "unlearn", recorded[1])
     check_resume(by_call, "unlearn", recorded[0])
     assert recorded[0]["hyperparameters"] == params and recorded[0]["forget"] == "forget05"
+
+
+def test_cli_eval_tofu_equals_uldkit_evaluate(trained_world, tmp_path):
+    by_cli, by_call = tmp_path / "cli", tmp_path / "call"
+    _main_ok(["eval", "tofu", "--model", str(trained_world.target), "--split", "forget05",
+              "--people", "20", "--max-new-tokens", "8", "--batch-size", "4", "--quiet",
+              "--out", str(by_cli)])
+    summary = uldkit.evaluate(str(trained_world.target), split="forget05", people=20,
+                              max_new_tokens=8, batch_size=4, out=by_call,
+                              model_name=str(trained_world.target), show_progress=False)
+
+    saved = json.loads(RunDir(by_cli).summary("eval").read_text())
+    timing = ("seconds", "set_seconds", "samples_per_second")
+    assert {k: v for k, v in saved.items() if k not in timing} == \
+        {k: v for k, v in summary.items() if k not in timing}
+    assert 0.0 < summary["figures"]["model_utility"] <= 1.0
+    # the per-sample log, byte for byte
+    assert (by_cli / AGGREGATED_FILE).read_bytes() == (by_call / AGGREGATED_FILE).read_bytes()

@@ -164,17 +164,20 @@ def evaluate(
     benchmark: str = "tofu",
     split: str = "forget10",
     data: str = "synthetic",
-    retain_logs: str | os.PathLike | None = None,
+    retain_logs: str | os.PathLike | Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
     people: int = 40,
+    data_seed: int = 0,
     **settings: Any,
 ) -> dict[str, Any]:
     """Score a model on a benchmark's own metrics; returns the summary (a dict).
 
     `model` is a path, a loaded transformers model (a `ULDForCausalLM` too) or a uldkit
     `LanguageModel`. benchmark "tofu": the TOFU authors' metrics on `split` of `data`, with
-    forget quality when `retain_logs` (a retain model's TOFU log or directory) is given;
-    `settings` go to the evaluation (batch_size, max_new_tokens, es_definition, ...).
+    forget quality when `retain_logs` (a retain model's TOFU log: its file or directory, or
+    the log itself) is given; `people` and `data_seed` shape the synthetic world. With `out`,
+    the per-sample log and summary.json are written there. `settings` go to the evaluation
+    (batch_size, max_new_tokens, es_definition, model_name, resume, ...).
 
     Example::
 
@@ -192,11 +195,11 @@ def evaluate(
     from uldkit.eval.tofu_log import FORGET_SET
 
     lm = _language_model(model, tokenizer)
-    retain_log = None
-    if retain_logs is not None:
+    retain_log = retain_logs
+    if isinstance(retain_logs, (str, os.PathLike)):
         retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
-    _, summary = evaluate_tofu(lm, DataSource(data, people=people), split, retain_log,
-                               out_dir=out, **settings)
+    _, summary = evaluate_tofu(lm, DataSource(data, people=people, seed=data_seed), split,
+                               retain_log, out_dir=out, **settings)
     return summary.to_dict()
 
 
@@ -204,19 +207,17 @@ def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> An
     """What evaluation scores: uldkit's `LanguageModel` over whatever the user holds."""
     from transformers import PreTrainedModel
 
-    from uldkit.models.lm import CausalLM, LanguageModel
+    from uldkit.models.lm import LanguageModel
     from uldkit.uld.hf_model import ULDForCausalLM
-    from uldkit.unlearning.load import load_language_model
+    from uldkit.unlearning.load import as_language_model
 
     if isinstance(model, (str, os.PathLike)):
-        return load_language_model(model)
-    if isinstance(model, ULDForCausalLM):
-        return model.combination
-    if isinstance(model, PreTrainedModel):
-        if tokenizer is None:
-            raise ConfigError("evaluate() needs the model's tokenizer with an in-memory model")
-        return CausalLM(model, tokenizer, name=getattr(model, "name_or_path", "model") or "model")
-    if isinstance(model, LanguageModel):
-        return model
-    raise ConfigError(f"evaluate() takes a path, a transformers model or a uldkit "
-                      f"LanguageModel, not {type(model).__name__}")
+        loaded, loaded_tokenizer = load(model)
+        return as_language_model(loaded, loaded_tokenizer, name=Path(model).name)
+    if isinstance(model, PreTrainedModel) and not isinstance(model, ULDForCausalLM) \
+            and tokenizer is None:
+        raise ConfigError("evaluate() needs the model's tokenizer with an in-memory model")
+    if not isinstance(model, (PreTrainedModel, LanguageModel)):
+        raise ConfigError(f"evaluate() takes a path, a transformers model or a uldkit "
+                          f"LanguageModel, not {type(model).__name__}")
+    return as_language_model(model, tokenizer)
