@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import uldkit
 import uldkit.cli.eval_tofu_cmd  # noqa: F401  (registers `eval tofu` and `eval aggregate`)
 import uldkit.cli.report_cmd  # noqa: F401  (registers `report`)
-import uldkit.unlearning.load
 from uldkit import cli
 from uldkit.cli import main
 from uldkit.data.formatting import encode_prompt
@@ -259,14 +259,15 @@ def test_cli_alpha_sweep_loads_a_uld_model_once(trained_world, evaluated, tmp_pa
                           train_overrides={"max_steps": 1, "show_progress": False}),
             show_progress=False)
     loads = []
+    front_door_load = uldkit.load
 
     def counting_load(*args, **kwargs):
         if Path(args[0]) == uld_dir:  # not the target, loaded as the fluency reference
             loads.append(kwargs)
-        return load_language_model(*args, **kwargs)
+        return front_door_load(*args, **kwargs)
 
-    # The command imports its loader when it runs, from where this replaces it.
-    monkeypatch.setattr(uldkit.unlearning.load, "load_language_model", counting_load)
+    # The command loads through the front door, which this replaces.
+    monkeypatch.setattr(uldkit, "load", counting_load)
     out = tmp_path / "sweep"
     main(["eval", "tofu", "--model", str(uld_dir), "--split", "forget10", "--people", "20",
           "--alpha", "0", "--alpha", "2", "--tau", "0", "--max-new-tokens", "20",

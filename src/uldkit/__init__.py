@@ -13,6 +13,7 @@ stays fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,9 +70,13 @@ def unlearn(
     forget_documents: DocumentSpec | None = None,
     data: str = "synthetic",
     target_path: str | os.PathLike | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     **settings: Any,
 ) -> UnlearnResult:
     """Unlearn `forget` from `model` with a registered method and save the run to `out`.
@@ -80,8 +85,12 @@ def unlearn(
     where it can be loaded again, for ULD and offset runs, which keep the target as it is).
     `forget` and `retain` are split names of `data` ("synthetic", a folder in TOFU's layout),
     files, `datasets.Dataset`s or lists of {"question", "answer"} dicts. `settings` are the
-    method's hyperparameters (see `uldkit methods NAME`) and training settings (epochs, lr,
-    batch_size, seed, ...), told apart by name.
+    method's hyperparameters (see `uldkit methods NAME`), training settings (epochs, lr,
+    batch_size, seed, ...) and data settings (people, data_seed, max_length,
+    retain_documents, ...), told apart by name; `hyperparameters` gives the method's as a
+    mapping instead. `device`, `allow_pickle` and `trust_remote_code` apply to loading a
+    model from its directory. The run's settings are recorded in its run_config.json; a
+    `resume` with other settings is refused.
 
     Example::
 
@@ -91,33 +100,61 @@ def unlearn(
     """
     from uldkit.models.loading import load_model
     from uldkit.training.config import TrainConfig
-    from uldkit.unlearning.data import DataSpec, resolve_unlearn_data
-    from uldkit.unlearning.run import checked_settings, run_unlearning
+    from uldkit.unlearning.catalog import get_method
+    from uldkit.unlearning.data import DataSpec
+    from uldkit.unlearning.run import UnlearnConfig
+    from uldkit.unlearning.run import unlearn as run_unlearn
 
+    method_cls = get_method(method)
     spec_names = {f.name for f in fields(DataSpec)}
     train_names = {f.name for f in fields(TrainConfig)}
     spec_settings = {k: settings.pop(k) for k in list(settings) if k in spec_names}
     train = {k: settings.pop(k) for k in list(settings) if k in train_names}
-    instance, train_config = checked_settings(method, settings, train)
-    train_config.show_progress = show_progress and train_config.show_progress
-    if isinstance(model, (str, os.PathLike)):
-        target_path = model if target_path is None else target_path
-        model, loaded_tokenizer = load_model(model)
-        tokenizer = tokenizer or loaded_tokenizer
-    if tokenizer is None:
-        raise ConfigError("unlearn() needs the model's tokenizer with an in-memory model")
-    if target_path is None:
-        target_path = getattr(model, "name_or_path", "") or ""
-        if not (target_path and Path(target_path).is_dir()) and not instance.edits_weights:
-            raise ConfigError(f"method '{instance.name}' keeps the target and records where "
-                              "to load it again: pass target_path=<its directory>")
     spec = DataSpec(data=data, forget=forget, retain=retain,
                     forget_documents=forget_documents, **spec_settings)
-    ready = resolve_unlearn_data(spec, type(instance))
-    return run_unlearning(instance, ready, model, tokenizer, out, target_path=str(target_path),
-                          train=train_config, resume=resume, overwrite=overwrite,
-                          record={"method": instance.name, "model": str(target_path),
-                                  "data": data})
+    loading = dict(device=device, allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code)
+    target = None
+    if isinstance(model, (str, os.PathLike)):
+        if tokenizer is not None or (target_path is not None and target_path != model):
+            target, loaded_tokenizer = load_model(model, **loading)
+            tokenizer = tokenizer or loaded_tokenizer
+        target_path = model if target_path is None else target_path
+    else:
+        target = model
+        if tokenizer is None:
+            raise ConfigError("unlearn() needs the model's tokenizer with an in-memory model")
+    if target_path is None:
+        target_path = getattr(model, "name_or_path", "") or ""
+        if not (target_path and Path(target_path).is_dir()) and not method_cls.edits_weights:
+            raise ConfigError(f"method '{method_cls.name}' keeps the target and records where "
+                              "to load it again: pass target_path=<its directory>")
+    config = UnlearnConfig(
+        method=method_cls.name, model=os.fspath(target_path), out=os.fspath(out), data=data,
+        forget=_recorded(spec.forget), retain=_recorded(spec.retain),
+        forget_documents=_recorded(spec.forget_documents),
+        retain_documents=_recorded(spec.retain_documents), people=spec.people,
+        data_seed=spec.data_seed, max_length=spec.max_length,
+        refusals=_recorded(spec.refusals, lines=True), hyperparameters={**(hyperparameters or {}), **settings},
+        train_overrides=train, **loading,
+    )
+    return run_unlearn(config, resume=resume, overwrite=overwrite, show_progress=show_progress,
+                       spec=spec, target=target, tokenizer=tokenizer)
+
+
+def _recorded(value: Any, lines: bool = False) -> Any:
+    """How run_config.json records a data setting: a name or path as given, data in memory
+    by what it is and its size (a resume compares the records)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if lines and isinstance(value, (list, tuple)):
+        return [str(line) for line in value]  # refusal lines: few, and they are the setting
+    size = getattr(value, "num_rows", None)
+    if size is None:
+        size = len(value) if hasattr(value, "__len__") else "?"
+    return f"in memory: {type(value).__name__} of {size}"
 
 
 def evaluate(
@@ -127,17 +164,20 @@ def evaluate(
     benchmark: str = "tofu",
     split: str = "forget10",
     data: str = "synthetic",
-    retain_logs: str | os.PathLike | None = None,
+    retain_logs: str | os.PathLike | Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
     people: int = 40,
+    data_seed: int = 0,
     **settings: Any,
 ) -> dict[str, Any]:
     """Score a model on a benchmark's own metrics; returns the summary (a dict).
 
     `model` is a path, a loaded transformers model (a `ULDForCausalLM` too) or a uldkit
     `LanguageModel`. benchmark "tofu": the TOFU authors' metrics on `split` of `data`, with
-    forget quality when `retain_logs` (a retain model's TOFU log or directory) is given;
-    `settings` go to the evaluation (batch_size, max_new_tokens, es_definition, ...).
+    forget quality when `retain_logs` (a retain model's TOFU log: its file or directory, or
+    the log itself) is given; `people` and `data_seed` shape the synthetic world. With `out`,
+    the per-sample log and summary.json are written there. `settings` go to the evaluation
+    (batch_size, max_new_tokens, es_definition, model_name, resume, ...).
 
     Example::
 
@@ -155,11 +195,11 @@ def evaluate(
     from uldkit.eval.tofu_log import FORGET_SET
 
     lm = _language_model(model, tokenizer)
-    retain_log = None
-    if retain_logs is not None:
+    retain_log = retain_logs
+    if isinstance(retain_logs, (str, os.PathLike)):
         retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
-    _, summary = evaluate_tofu(lm, DataSource(data, people=people), split, retain_log,
-                               out_dir=out, **settings)
+    _, summary = evaluate_tofu(lm, DataSource(data, people=people, seed=data_seed), split,
+                               retain_log, out_dir=out, **settings)
     return summary.to_dict()
 
 
@@ -167,19 +207,17 @@ def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> An
     """What evaluation scores: uldkit's `LanguageModel` over whatever the user holds."""
     from transformers import PreTrainedModel
 
-    from uldkit.models.lm import CausalLM, LanguageModel
+    from uldkit.models.lm import LanguageModel
     from uldkit.uld.hf_model import ULDForCausalLM
-    from uldkit.unlearning.load import load_language_model
+    from uldkit.unlearning.load import as_language_model
 
     if isinstance(model, (str, os.PathLike)):
-        return load_language_model(model)
-    if isinstance(model, ULDForCausalLM):
-        return model.combination
-    if isinstance(model, PreTrainedModel):
-        if tokenizer is None:
-            raise ConfigError("evaluate() needs the model's tokenizer with an in-memory model")
-        return CausalLM(model, tokenizer, name=getattr(model, "name_or_path", "model") or "model")
-    if isinstance(model, LanguageModel):
-        return model
-    raise ConfigError(f"evaluate() takes a path, a transformers model or a uldkit "
-                      f"LanguageModel, not {type(model).__name__}")
+        loaded, loaded_tokenizer = load(model)
+        return as_language_model(loaded, loaded_tokenizer, name=Path(model).name)
+    if isinstance(model, PreTrainedModel) and not isinstance(model, ULDForCausalLM) \
+            and tokenizer is None:
+        raise ConfigError("evaluate() needs the model's tokenizer with an in-memory model")
+    if not isinstance(model, (PreTrainedModel, LanguageModel)):
+        raise ConfigError(f"evaluate() takes a path, a transformers model or a uldkit "
+                          f"LanguageModel, not {type(model).__name__}")
+    return as_language_model(model, tokenizer)

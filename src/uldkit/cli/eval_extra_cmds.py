@@ -91,10 +91,10 @@ def muse_command(
 ) -> None:
     """MUSE: VerbMem and KnowMem on the forget set, PrivLeak, KnowMem on retain / utility."""
     # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.cli.loading import load_language_model
     from uldkit.data.documents import DocumentSplits, document_texts, load_documents
     from uldkit.eval.knowmem import check_knowmem_variant
     from uldkit.eval.muse import MUSE_STAGES, MuseSettings, evaluate_muse
-    from uldkit.unlearning.load import load_language_model
 
     files = (forget_docs, holdout_docs, forget_qa, retain_qa)
     if any(f is not None for f in files):
@@ -183,8 +183,8 @@ def mia_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Membership inference: per attack, forget vs holdout AUC and whether it still separates."""
+    from uldkit.cli.loading import load_language_model
     from uldkit.data.documents import load_documents
-    from uldkit.unlearning.load import load_language_model
 
     if (forget_docs is None) != (holdout_docs is None):
         raise ConfigError("give both --forget-docs and --holdout-docs, or neither")

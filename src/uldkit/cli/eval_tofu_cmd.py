@@ -21,7 +21,6 @@ from uldkit.training.run_dir import RunDir
 from uldkit.training.run_start import start_run
 
 if TYPE_CHECKING:
-    from uldkit.eval.tofu_eval import TofuEvalSummary
     from uldkit.models.lm import LanguageModel
 
 RETAIN_DIR = "retain"
@@ -80,15 +79,11 @@ def tofu_command(
         _evaluate_seeds(arguments)
         return
     # Imported here: torch and transformers would slow every other command's start.
+    from uldkit.cli.loading import load_language_model
     from uldkit.data.formatting import strip_prompt_space as strip_space
     from uldkit.eval.log_formats import read_tofu_log
     from uldkit.eval.memorisation import check_es_definition
-    from uldkit.eval.tofu_eval import (
-        check_retain_log,
-        evaluate_tofu,
-        tofu_eval_sets,
-    )
-    from uldkit.unlearning.load import load_language_model
+    from uldkit.eval.tofu_eval import check_retain_log, tofu_eval_sets
 
     check_es_definition(es_definition)
     if log_format not in ("tofu", "openunlearning"):
@@ -121,7 +116,8 @@ def tofu_command(
         **({} if filter is None else {"filter": filter}),  # older runs resume unchanged
     }
     console = Console()
-    run_settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,
+    run_settings = dict(split=split, data=data, people=people, data_seed=data_seed,
+                        batch_size=batch_size, max_new_tokens=max_new_tokens,
                         max_length=max_length, resume=resume, show_progress=not quiet,
                         es_definition=es_definition)
     # batch size changes the speed, not the scores (see tofu_eval's identity)
@@ -138,9 +134,9 @@ def tofu_command(
                 if not resume:  # the directory holds nothing but this run's configuration
                     shutil.rmtree(run.path, ignore_errors=True)
                 raise
-            retain_log, retain_summary = evaluate_tofu(
-                retain_lm, source, split, out_dir=run.path / RETAIN_DIR,
-                model_name=str(retain_logs), reference=retain_lm, **run_settings)
+            retain_log, retain_summary = _evaluate(
+                retain_lm, None, run.path / RETAIN_DIR, str(retain_logs),
+                {**run_settings, "reference": retain_lm})
             _write_format(log_format, retain_log, run.path / RETAIN_DIR, None)
             _print_summary(console, retain_summary, out / RETAIN_DIR)
         # perplexity of the forget answers: under the retain model, else under the target
@@ -150,8 +146,8 @@ def tofu_command(
         run_settings.update(reference=reference, reference_name=reference_name)
 
         if not alphas:
-            log, summary = evaluate_tofu(lm, source, split, retain_log, out_dir=run.path,
-                                         model_name=_label(model, None, tau), **run_settings)
+            log, summary = _evaluate(lm, retain_log, run.path, _label(model, None, tau),
+                                     run_settings)
             _write_format(log_format, log, run.path, retain_log)
             _print_summary(console, summary, out)
             return
@@ -161,9 +157,8 @@ def tofu_command(
             if strip_prompt_space:
                 strip_space(view.tokenizer)
             alpha_dir = f"alpha_{value:g}"
-            log, summary = evaluate_tofu(view, source, split, retain_log,
-                                         out_dir=run.path / alpha_dir,
-                                         model_name=_label(model, value, tau), **run_settings)
+            log, summary = _evaluate(view, retain_log, run.path / alpha_dir,
+                                     _label(model, value, tau), run_settings)
             _write_format(log_format, log, run.path / alpha_dir, retain_log)
             rows.append({"alpha": value, "tau": tau, "out": str(out / alpha_dir),
                          **_headline(summary)})
@@ -226,6 +221,17 @@ def _evaluate_seeds(arguments: dict[str, Any]) -> None:
                     soft_wrap=True)
 
 
+def _evaluate(lm: LanguageModel, retain_log: dict[str, Any] | None, out: Path, name: str,
+              settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`uldkit.evaluate` into `out`: the log it wrote there and its summary."""
+    import uldkit
+    from uldkit.eval.tofu_log import load_tofu_log
+
+    summary = uldkit.evaluate(lm, benchmark="tofu", retain_logs=retain_log, out=out,
+                              model_name=name, **settings)
+    return load_tofu_log(out), summary
+
+
 def _write_format(log_format: str, log: dict[str, Any], out: Path,
                   retain_log: dict[str, Any] | None) -> None:
     if log_format == "openunlearning":
@@ -253,7 +259,7 @@ def _with_alpha(
     lm: LanguageModel, model: Path, alpha: float, extra: dict[str, Any], load: dict[str, Any]
 ) -> LanguageModel:
     """`lm` with another alpha: a cheap view when the model offers one, else a reload."""
-    from uldkit.unlearning.load import load_language_model
+    from uldkit.cli.loading import load_language_model
 
     with_settings = getattr(lm, "with_settings", None)
     if with_settings is not None:
@@ -261,14 +267,15 @@ def _with_alpha(
     return load_language_model(model, **load, **extra, alpha=alpha)
 
 
-def _headline(summary: TofuEvalSummary) -> dict[str, Any]:
-    figures = summary.figures.to_dict()
-    return {**figures, "seconds": summary.seconds,
-            "samples_per_second": summary.samples_per_second}
+def _headline(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**summary["figures"], "seconds": summary["seconds"],
+            "samples_per_second": summary["samples_per_second"]}
 
 
-def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> None:
-    figures = summary.figures
+def _print_summary(console: Console, summary: dict[str, Any], out: Path) -> None:
+    from uldkit.eval.tofu_metrics import TofuSummary
+
+    figures = TofuSummary(**summary["figures"])
     console.print(_components_table(figures))
     console.print(f"Model Utility   {figures.model_utility:.4f}", soft_wrap=True)
     if figures.forget_quality is None:
@@ -280,18 +287,18 @@ def _print_summary(console: Console, summary: TofuEvalSummary, out: Path) -> Non
     if fluency.get("perplexity") is not None:
         ratio = fluency.get("perplexity_ratio")
         console.print(f"Forget answers  perplexity {fluency['perplexity']:.2f} under "
-                      f"{summary.settings.get('fluency_reference')}"
+                      f"{summary['settings'].get('fluency_reference')}"
                       + ("" if ratio is None else f", {ratio:.2f}x the retain model's answers")
                       + f"; longest repeat {fluency.get('max_repeat_run', 0)} words",
                       highlight=False, soft_wrap=True)
-    rate = summary.samples_per_second
+    rate = summary["samples_per_second"]
     console.print(
-        f"{sum(summary.samples.values())} samples in {summary.seconds:.1f}s"
+        f"{sum(summary['samples'].values())} samples in {summary['seconds']:.1f}s"
         + ("" if rate is None else f" ({rate:.1f} samples/s)")
-        + (f", reused {len(summary.resumed_sets)} finished set(s)" if summary.resumed_sets
-           else "")
-        + (f", reused {sum(summary.resumed_samples.values())} finished sample(s)"
-           if summary.resumed_samples else "")
+        + (f", reused {len(summary['resumed_sets'])} finished set(s)"
+           if summary["resumed_sets"] else "")
+        + (f", reused {sum(summary['resumed_samples'].values())} finished sample(s)"
+           if summary["resumed_samples"] else "")
         + f"; results in {out}", highlight=False, soft_wrap=True)
 
 

@@ -31,8 +31,8 @@ def generate_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Generate one answer per prompt; each is printed on its own line."""
+    from uldkit.cli.loading import load_language_model
     from uldkit.models.generation import GenerationSettings, generate_answers, generate_ids
-    from uldkit.unlearning.load import load_language_model
 
     settings: dict[str, Any] = {k: v for k, v in (("alpha", alpha), ("tau", tau),
                                                   ("filter", filter)) if v is not None}

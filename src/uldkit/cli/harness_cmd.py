@@ -28,17 +28,17 @@ def harness_command(
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Run lm-evaluation-harness tasks on a model or an unlearned run; writes lm-eval's JSON."""
+    import uldkit
     from uldkit.eval.harness import import_lm_eval, resolve_tasks, results_json, run_harness
     from uldkit.io import atomic_write_text
     from uldkit.training.run_dir import RunDir
     from uldkit.training.run_start import check_out_dir, start_run
-    from uldkit.unlearning.load import load_for_transformers
 
     import_lm_eval()
     check_out_dir(out, overwrite=overwrite, resume=False)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     resolve_tasks(task_list)  # a bad task file is refused before the model loads
-    hf_model, tokenizer = load_for_transformers(
+    hf_model, tokenizer = uldkit.load(
         model, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     results = run_harness(hf_model, tokenizer, task_list, batch_size=batch_size, limit=limit,
                           num_fewshot=num_fewshot, seed=seed)

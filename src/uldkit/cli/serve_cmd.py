@@ -56,8 +56,8 @@ def serve_command(
     require("serve", "uldkit serve")
     import uvicorn
 
+    from uldkit.cli.loading import load_language_model
     from uldkit.serve import create_app
-    from uldkit.unlearning.load import load_language_model
 
     console = Console(stderr=True)
     if api_key is not None and not api_key.strip():

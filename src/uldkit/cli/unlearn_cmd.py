@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,8 @@ def unlearn_command(
     """Unlearn the forget split from a target model with any registered method."""
     from accelerate import PartialState
 
+    import uldkit
     from uldkit.unlearning.catalog import get_method
-    from uldkit.unlearning.run import UnlearnConfig, unlearn
 
     method_cls = get_method(method)
     hyperparameters = parse_params(param)
@@ -93,17 +94,23 @@ def unlearn_command(
         ("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("grad_accum", grad_accum),
         ("seed", seed), ("checkpoint_every", checkpoint_every), ("max_steps", max_steps),
     ) if value is not None}
-    config = UnlearnConfig(
-        method=method_cls.name, model=model, out=str(out), data=data, forget=forget,
-        retain=retain, forget_documents=forget_documents, retain_documents=retain_documents,
-        people=people, data_seed=data_seed, max_length=max_length,
-        hyperparameters=hyperparameters, train_overrides=overrides, device=device,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+    settings = dict(
+        method=method_cls.name, data=data, forget=forget, retain=retain,
+        forget_documents=forget_documents, retain_documents=retain_documents, people=people,
+        data_seed=data_seed, max_length=max_length, hyperparameters=hyperparameters,
+        device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+        **{key: value for key, value in overrides.items() if key != "seed"},
     )
     if seeds != 1:
-        unlearn_seeds(config, seed, seeds, resume=resume, overwrite=overwrite)
+        unlearn_seeds(
+            lambda one_seed, directory: uldkit.unlearn(
+                model, out=directory, seed=one_seed, resume=resume, overwrite=overwrite,
+                **settings),
+            {"model": str(model), "out": str(out), **settings}, out, seed, seeds,
+            resume=resume)
         return
-    result = unlearn(config, resume=resume, overwrite=overwrite)
+    result = uldkit.unlearn(model, out=out, seed=seed, resume=resume, overwrite=overwrite,
+                            **settings)
     if not PartialState().is_main_process:
         return
     Console().print(
@@ -113,29 +120,24 @@ def unlearn_command(
     )
 
 
-def unlearn_seeds(config: Any, first: int, count: int, *, resume: bool, overwrite: bool) -> None:
-    """`--seeds N`: the same run with seeds first, first + 1, ... in OUT/seed-<s>/ (a seed
+def unlearn_seeds(run_one: Callable[[int, Path], Any], record: dict[str, Any], out: Path,
+                  first: int, count: int, *, resume: bool) -> None:
+    """`--seeds N`: `run_one(seed, OUT/seed-<s>)` for seeds first, first + 1, ... (a seed
     already finished is kept when resuming), then OUT/seeds.json: each figure's mean and
     spread over them."""
-    from dataclasses import asdict, replace
-
     from accelerate import PartialState
 
     from uldkit.report.seeds import run_over_seeds, seed_list
     from uldkit.training.run_dir import RunDir, write_run_config
-    from uldkit.unlearning.run import unlearn
 
     seeds = seed_list(first, count)
-    out = Path(config.out)
     main_process = PartialState().is_main_process
     console = Console()
 
     def one_seed(seed: int, directory: Path) -> dict[str, Any]:
         summary = RunDir(directory).summary("unlearn")
         if not (resume and summary.is_file()):
-            unlearn(replace(config, out=str(directory),
-                            train_overrides={**config.train_overrides, "seed": seed}),
-                    resume=resume, overwrite=overwrite)
+            run_one(seed, directory)
         return {key: value for key, value in json.loads(summary.read_text()).items()
                 if key in ("steps", "train_seconds", "final_loss")}
 
@@ -144,11 +146,11 @@ def unlearn_seeds(config: Any, first: int, count: int, *, resume: bool, overwrit
                                                              soft_wrap=True))
     if not main_process:
         return
-    write_run_config(out, "unlearn --seeds", {**asdict(config), "seeds": count, "seed": first})
+    write_run_config(out, "unlearn --seeds", {**record, "seeds": count, "seed": first})
     combined["runs"] = [str(out / f"seed-{seed}") for seed in seeds]
     atomic_write_json(RunDir(out).summary("seeds"), combined)
     spread = combined["over_seeds"]["figures"]["train_seconds"]
-    console.print(f"[bold green]done[/] {config.method} -> {out}/seed-{{{seeds[0]}..{seeds[-1]}}}: "
+    console.print(f"[bold green]done[/] {record['method']} -> {out}/seed-{{{seeds[0]}..{seeds[-1]}}}: "
                   f"{spread['mean']:.1f}s mean training time (min {spread['min']:.1f}, "
                   f"max {spread['max']:.1f}); figures over seeds in "
                   f"{RunDir(out).summary('seeds')}", highlight=False, soft_wrap=True)

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from uldkit.errors import ModelError
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from uldkit.errors import ConfigError, ModelError
 from uldkit.models.lm import CausalLM, LanguageModel
 from uldkit.models.loading import load_model
 from uldkit.training.run_dir import read_manifest
@@ -49,7 +51,8 @@ def load_for_transformers(
 ) -> tuple[Any, Any]:
     """(model, tokenizer) as transformers objects, for tools that take one (lm-eval's HFLM,
     `pipeline`): a plain model as it is; ULD and offset runs as their transformers-native
-    model class, with `settings` (e.g. alpha, tau, filter) overriding the run's."""
+    model class, with `settings` (ULD: alpha, tau, filter, target; offset: scale, target)
+    overriding the run's."""
     manifest = read_manifest(path)
     if manifest is None or manifest["kind"] == "plain":
         if settings:
@@ -67,3 +70,22 @@ def load_for_transformers(
                                            allow_pickle=allow_pickle,
                                            trust_remote_code=trust_remote_code, **settings)
     return model, model.combination.tokenizer
+
+
+def as_language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None = None,
+                      name: str | None = None) -> LanguageModel:
+    """What uldkit scores and generates with (a `LanguageModel`) over what a user holds: a
+    transformers model with its tokenizer, a `ULDForCausalLM`, or a `LanguageModel`."""
+    from uldkit.uld.hf_model import ULDForCausalLM
+
+    if isinstance(model, ULDForCausalLM):
+        return model.combination
+    if isinstance(model, PreTrainedModel):
+        if tokenizer is None:
+            raise ConfigError("a transformers model needs its tokenizer")
+        return CausalLM(model, tokenizer,
+                        name=name or getattr(model, "name_or_path", "model") or "model")
+    if isinstance(model, LanguageModel):
+        return model
+    raise ConfigError(f"expected a transformers model or a uldkit LanguageModel, not "
+                      f"{type(model).__name__}")

@@ -2,7 +2,8 @@
 
 `run_unlearning` is the run step: it takes a method instance, `UnlearnData` (see
 `uldkit.unlearning.data`) and the target in memory, trains and saves. `unlearn` is
-`uldkit unlearn`: it checks the settings, resolves the data, loads the target and runs.
+`uldkit.unlearn` (and so `uldkit unlearn`): it checks the settings, resolves the data, loads
+the target and runs, recording an `UnlearnConfig`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uldkit.data.types import DocumentDataset
+from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
 from uldkit.methods.base import UnlearnContext, UnlearnData, UnlearningMethod
 from uldkit.methods.hyperparameters import Hyperparameters
@@ -100,18 +102,26 @@ def load_unlearn_data(config: UnlearnConfig, method: type[UnlearningMethod]) -> 
 
 
 def unlearn(config: UnlearnConfig, *, resume: bool = False, overwrite: bool = False,
-            show_progress: bool = True) -> UnlearnResult:
-    """`uldkit unlearn`: check the settings, resolve the data, load the target, run."""
+            show_progress: bool = True, spec: DataSpec | None = None,
+            target: PreTrainedModel | None = None,
+            tokenizer: PreTrainedTokenizerBase | None = None) -> UnlearnResult:
+    """Check the settings, resolve the data, load the target, run; `config` is what
+    run_config.json records. `spec` and `target` (with its `tokenizer`) are what the user
+    holds when it is not what `config` names: data or a model in memory (`uldkit.unlearn`)."""
     method, train_config = checked_settings(config.method, config.hyperparameters,
                                             config.train_overrides)
     train_config.show_progress = show_progress and train_config.show_progress
     # Inputs are read and checked before the output directory is touched: bad input leaves
     # no run directory behind (and --overwrite keeps the old run until the new one finished).
     check_out_dir(config.out, overwrite=overwrite, resume=resume)
-    data = load_unlearn_data(config, type(method))
-    target, tokenizer = load_model(config.model, device=config.device,
-                                   allow_pickle=config.allow_pickle,
-                                   trust_remote_code=config.trust_remote_code)
+    data = resolve_unlearn_data(spec or config.data_spec(), type(method))
+    if target is None:
+        target, loaded = load_model(config.model, device=config.device,
+                                    allow_pickle=config.allow_pickle,
+                                    trust_remote_code=config.trust_remote_code)
+        tokenizer = tokenizer or loaded
+    if tokenizer is None:
+        raise ConfigError("unlearning a model in memory needs its tokenizer")
     return run_unlearning(method, data, target, tokenizer, config.out, target_path=config.model,
                           train=train_config, record=asdict(config), resume=resume,
                           overwrite=overwrite, cpu=config.device == "cpu")
