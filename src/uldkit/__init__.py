@@ -177,7 +177,10 @@ def evaluate(
     forget quality when `retain_logs` (a retain model's TOFU log: its file or directory, or
     the log itself) is given; `people` and `data_seed` shape the synthetic world. With `out`,
     the per-sample log and summary.json are written there. `settings` go to the evaluation
-    (batch_size, max_new_tokens, es_definition, model_name, resume, ...).
+    (batch_size, max_new_tokens, es_definition, model_name, resume, ...). The forget answers'
+    perplexity is scored under `reference` (a path or loaded model; `uldkit eval tofu` gives
+    the retain model); by default, for a model given by path, under the target its run
+    names, else the model itself.
 
     Example::
 
@@ -195,12 +198,33 @@ def evaluate(
     from uldkit.eval.tofu_log import FORGET_SET
 
     lm = _language_model(model, tokenizer)
+    settings = {**settings, **_fluency_reference(model, lm, settings)}
     retain_log = retain_logs
     if isinstance(retain_logs, (str, os.PathLike)):
         retain_log = read_tofu_log(retain_logs, (FORGET_SET,))[0]
     _, summary = evaluate_tofu(lm, DataSource(data, people=people, seed=data_seed), split,
                                retain_log, out_dir=out, **settings)
     return summary.to_dict()
+
+
+def _fluency_reference(model: Any, lm: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The `reference` and `reference_name` evaluation scores forget answers under."""
+    from uldkit.eval.answer_perplexity import fluency_reference_path
+
+    reference = settings.get("reference")
+    if reference is None and isinstance(model, (str, os.PathLike)):
+        reference = fluency_reference_path(model)
+        if Path(reference).resolve() == Path(model).resolve():
+            return {"reference": lm, "reference_name": settings.get("reference_name", reference)}
+    if isinstance(reference, (str, os.PathLike)):
+        return {"reference": _language_model(reference, None),
+                "reference_name": settings.get("reference_name", str(reference))}
+    if reference is not None:
+        from uldkit.models.lm import LanguageModel
+
+        if not isinstance(reference, LanguageModel):  # a transformers model: lm's tokenizer
+            return {"reference": _language_model(reference, lm.tokenizer)}
+    return {}
 
 
 def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> Any:
