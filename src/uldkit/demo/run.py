@@ -86,7 +86,13 @@ def _resolve_tofu_real(config: DemoConfig) -> DemoConfig:
     """tofu-real: the CPU subset's authors unless --full (every retain author, none held
     out); `people` becomes the number of authors trained on."""
     from uldkit.data.tofu import FORGET_SPLITS
-    from uldkit.demo.tofu_real import CPU_HOLDOUT_AUTHORS, CPU_RETAIN_AUTHORS, TOFU_AUTHORS
+    from uldkit.demo.tofu_real import (
+        CPU_HOLDOUT_AUTHORS,
+        CPU_RETAIN_AUTHORS,
+        TOFU_AUTHORS,
+        check_author_counts,
+        tofu_root,
+    )
 
     if config.forget not in FORGET_SPLITS:
         raise ConfigError(f"unknown forget split '{config.forget}'; choose "
@@ -100,11 +106,14 @@ def _resolve_tofu_real(config: DemoConfig) -> DemoConfig:
             raise ConfigError(f"{name} must be at least 1, not {value}")
     retain_authors = None if config.full else config.retain_authors or CPU_RETAIN_AUTHORS
     holdout = 0 if config.full else config.holdout or CPU_HOLDOUT_AUTHORS
+    root = tofu_root(config.data)  # checked before the run directory is made
+    check_author_counts(root, config.forget, retain_authors, holdout)
     forget_authors = config.forget_authors or {"forget01": 2, "forget05": 10,
                                                "forget10": 20}[config.forget]
     people = (TOFU_AUTHORS if retain_authors is None
               else min(forget_authors, TOFU_AUTHORS) + retain_authors)
-    return replace(config, retain_authors=retain_authors, holdout=holdout, people=people)
+    return replace(config, data=str(root), retain_authors=retain_authors, holdout=holdout,
+                   people=people)
 
 
 def demo_methods(config: DemoConfig) -> list[str]:

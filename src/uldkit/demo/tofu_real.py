@@ -80,11 +80,7 @@ def prepare_tofu_real(root: Path, out: Path, forget: str, retain_authors: int | 
     retain_split = retain_split_for(forget)
     forget_rows = _rows(root, forget)
     retain_rows = _rows(root, retain_split)
-    available = len(retain_rows) // AUTHOR_PAIRS
-    kept = available if retain_authors is None else retain_authors
-    if kept < 1 or kept + holdout_authors > available:
-        raise ConfigError(f"{retain_split} has {available} authors: cannot keep {kept} and hold "
-                          f"out {holdout_authors} more")
+    kept = _kept_authors(retain_split, len(retain_rows), retain_authors, holdout_authors)
     if forget_authors is not None:
         forget_rows = forget_rows[:forget_authors * AUTHOR_PAIRS]
     data_dir = out / "data"
@@ -110,6 +106,23 @@ def prepare_tofu_real(root: Path, out: Path, forget: str, retain_authors: int | 
     return TofuRealInputs(
         source=source, mia_texts=_mia_texts(source, forget, holdout, holdout_authors),
         forget_authors=len(forget_rows) // AUTHOR_PAIRS, retain_authors=kept)
+
+
+def check_author_counts(root: Path, forget: str, retain_authors: int | None,
+                        holdout_authors: int) -> None:
+    """ConfigError unless the retain split has the authors to keep and to hold out."""
+    retain_split = retain_split_for(forget)
+    _kept_authors(retain_split, len(_rows(root, retain_split)), retain_authors, holdout_authors)
+
+
+def _kept_authors(retain_split: str, rows: int, retain_authors: int | None,
+                  holdout_authors: int) -> int:
+    available = rows // AUTHOR_PAIRS
+    kept = available if retain_authors is None else retain_authors
+    if kept < 1 or kept + holdout_authors > available:
+        raise ConfigError(f"{retain_split} has {available} authors: cannot keep {kept} and hold "
+                          f"out {holdout_authors} more")
+    return kept
 
 
 def _mia_texts(source: DataSource, forget: str, holdout: list[dict[str, Any]],
