@@ -162,7 +162,7 @@ TOFU_REAL_FINETUNE_SETTINGS = {
 # The synthetic demo's forget10 has 40 pairs, TOFU's 400: each method keeps its demo
 # learning rate and batch and runs about as many optimizer steps (epochs / 10, at least
 # one). ULD trains on the augmentation instead (about 25 paraphrased and wrong answers per
-# forget question on TOFU, 3 in the synthetic world): one epoch, 1,276 steps on forget10,
+# forget question on TOFU, 3 in the synthetic world): one epoch, 1,263 steps on forget10,
 # already 4x the synthetic demo's 300. Not tuned on TOFU.
 _SYNTHETIC_FORGET_PAIRS = 40
 _EPOCHS = {"uld": 1}
