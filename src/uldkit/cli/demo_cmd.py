@@ -21,7 +21,8 @@ def demo_command(
         "methods`); default: uld, grad_diff and npo."),
     benchmark: str = typer.Option(
         "tofu", "--benchmark",
-        help="tofu: QA data, TOFU metrics. muse: biography passages, MUSE metrics."),
+        help="tofu: QA data, TOFU metrics. muse: biography passages, MUSE metrics. "
+        "tofu-real: the real TOFU files (a CPU subset; --full for all of TOFU)."),
     size: str = typer.Option("tiny", "--size", help="Model size: tiny or small."),
     people: int | None = typer.Option(
         None, "--people", min=10,
@@ -44,6 +45,13 @@ def demo_command(
         None, "--retain", help="Use this retain model instead of training one (with --target)."),
     seed: int = typer.Option(0, "--seed", help="First (or only) seed."),
     seeds: int = options.SEEDS,
+    full: bool = typer.Option(
+        False, "--full", help="tofu-real: all of TOFU (hours on a CPU) instead of the subset."),
+    data: Path | None = typer.Option(
+        None, "--data", help="tofu-real: TOFU's folder (default: $ULDKIT_TOFU_DIR)."),
+    retain_authors: int | None = typer.Option(
+        None, "--retain-authors", min=1,
+        help="tofu-real: retain authors in the subset (default 20: retain_perturbed's)."),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic world and print a comparison."""
     from uldkit.demo.seeds import run_demo_seeds
@@ -57,8 +65,10 @@ def demo_command(
     config = DemoConfig(
         out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
         benchmark=benchmark, size=size, people=people, holdout=holdout, forget=forget,
-        seed=seed, relearn=relearn, quantize=quantize, target=None if target is None else str(target),
-        retain=None if retain is None else str(retain))
+        seed=seed, relearn=relearn, quantize=quantize,
+        target=None if target is None else str(target),
+        retain=None if retain is None else str(retain), full=full,
+        data=None if data is None else str(data), retain_authors=retain_authors)
     results = run_demo_seeds(
         config, seeds,
         log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
@@ -73,7 +83,8 @@ def demo_command(
 def summary_table(results: dict) -> Table:
     if results.get("benchmark") == "muse":
         return _muse_table(results)
-    table = Table(title="Unlearning on the synthetic world (TOFU metrics)",
+    world = "real TOFU" if results.get("benchmark") == "tofu-real" else "the synthetic world"
+    table = Table(title=f"Unlearning on {world} (TOFU metrics)",
                   caption=_CAPTION, **_NARROW)
     columns = ("model", "forget\nquality ↑", "model\nutility ↑", "forget\nROUGE ↓",
                "forget\nProb. ↓", "forget\nES ↓", "ppl\n×retain", "MIA ↓", "time")

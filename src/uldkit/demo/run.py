@@ -9,6 +9,8 @@ audit it with membership inference, and write `results.json`, a report and a sum
   held-out people's answers, and the relearning and quantisation (8- and 4-bit weights, with
   optimum-quanto installed) attacks on every unlearned model.
 - benchmark "muse": document data (`uldkit.demo.muse`).
+- benchmark "tofu-real": the TOFU flow on the real TOFU files, a CPU-sized subset of its
+  authors or (`full`) all of them (`uldkit.demo.tofu_real`).
 
 Every stage resumes: a stage whose outputs are complete is skipped when the demo is run
 again on the same DIR. `target`/`retain` use existing model directories instead of
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from uldkit.data.sources import DataSource
 from uldkit.demo.settings import (
     BENCHMARKS,
     DEFAULT_HOLDOUT,
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_PEOPLE,
     FINETUNE_SETTINGS,
     QUANTIZE_BITS,
@@ -36,6 +40,7 @@ from uldkit.demo.settings import (
 )
 from uldkit.demo.stages import (
     LazyModel,
+    MiaTexts,
     demo_models,
     given_model,
     mia_stage,
@@ -60,6 +65,13 @@ def resolve_config(config: DemoConfig) -> DemoConfig:
         raise ConfigError(f"unknown demo size '{config.size}'; choose {', '.join(FINETUNE_SETTINGS)}")
     if (config.target is None) != (config.retain is None):
         raise ConfigError("give both --target and --retain (existing models), or neither")
+    if config.max_new_tokens is None:
+        config = replace(config, max_new_tokens=DEFAULT_MAX_NEW_TOKENS[config.benchmark])
+    if config.benchmark == "tofu-real":
+        return _resolve_tofu_real(config)
+    if config.full or config.data or any(getattr(config, name) is not None for name in (
+            "retain_authors", "forget_authors", "utility_rows", "finetune_epochs")):
+        raise ConfigError("--full, --data and the author counts are for --benchmark tofu-real")
     people, holdout = config.people, config.holdout
     if config.target is not None:
         target = given_model(config.target, "target")
@@ -71,6 +83,40 @@ def resolve_config(config: DemoConfig) -> DemoConfig:
     if people < 10 or holdout < 1:
         raise ConfigError("the demo needs at least 10 people and 1 held-out person")
     return replace(config, people=int(people), holdout=int(holdout))
+
+
+def _resolve_tofu_real(config: DemoConfig) -> DemoConfig:
+    """tofu-real: the CPU subset's authors unless --full (every retain author, none held
+    out); `people` becomes the number of authors trained on."""
+    from uldkit.data.tofu import FORGET_SPLITS
+    from uldkit.demo.tofu_real import (
+        CPU_HOLDOUT_AUTHORS,
+        CPU_RETAIN_AUTHORS,
+        TOFU_AUTHORS,
+        check_author_counts,
+        tofu_root,
+    )
+
+    if config.forget not in FORGET_SPLITS:
+        raise ConfigError(f"unknown forget split '{config.forget}'; choose "
+                          f"{', '.join(FORGET_SPLITS)}")
+    if config.full and (config.retain_authors is not None or config.forget_authors is not None
+                        or config.utility_rows is not None or config.holdout):
+        raise ConfigError("--full trains on all of TOFU: it takes no subset or held-out authors")
+    for name in ("retain_authors", "forget_authors", "utility_rows"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, not {value}")
+    retain_authors = None if config.full else config.retain_authors or CPU_RETAIN_AUTHORS
+    holdout = 0 if config.full else config.holdout or CPU_HOLDOUT_AUTHORS
+    root = tofu_root(config.data)  # checked before the run directory is made
+    check_author_counts(root, config.forget, retain_authors, holdout)
+    forget_authors = config.forget_authors or {"forget01": 2, "forget05": 10,
+                                               "forget10": 20}[config.forget]
+    people = (TOFU_AUTHORS if retain_authors is None
+              else min(forget_authors, TOFU_AUTHORS) + retain_authors)
+    return replace(config, data=str(root), retain_authors=retain_authors, holdout=holdout,
+                   people=people)
 
 
 def demo_methods(config: DemoConfig) -> list[str]:
@@ -98,8 +144,11 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
 
         results = run_muse_demo(config, methods, out, log)
         title = "uldkit demo: unlearning passages of the synthetic world (MUSE)"
+    elif config.benchmark == "tofu-real":
+        results = _run_qa_demo(config, methods, out, log, tofu_real_inputs(config, out))
+        title = "uldkit demo: unlearning on the real TOFU files"
     else:
-        results = _run_tofu_demo(config, methods, out, log)
+        results = _run_qa_demo(config, methods, out, log, synthetic_inputs(config))
         title = "uldkit demo: unlearning on the synthetic world"
     results["config"] = asdict(config)
     results["wall_seconds"] = time.perf_counter() - started
@@ -132,17 +181,74 @@ def _figures(results: dict[str, Any]) -> str:
                       sort_keys=True)
 
 
-def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QaDemoInputs:
+    """Where the QA flow's data comes from and how its stages are set for that data."""
+
+    source: DataSource
+    mia_texts: MiaTexts | None  # None: no non-members, no MIA audit
+    target_settings: dict[str, Any]  # FinetuneConfig settings of the target
+    retain_settings: dict[str, Any]  # ... and of the retain model
+    data_settings: dict[str, Any]  # UnlearnConfig / RelearnConfig data settings
+    unlearn_settings: Callable[[str, Path], tuple[dict[str, Any], dict[str, Any]]]
+    training: dict[str, Any] | None = None  # fine-tuning; None: FINETUNE_SETTINGS[size]
+
+
+def synthetic_inputs(config: DemoConfig) -> QaDemoInputs:
     from uldkit.data.synthetic import generate_world
+
+    source = DataSource("synthetic", people=config.people, seed=0)
+    return QaDemoInputs(
+        source=source,
+        mia_texts=qa_mia_texts(generate_world(config.people, 0, config.holdout),
+                               source.load(config.forget)),
+        target_settings={"splits": ["full"]},
+        retain_settings={"splits": [_retain_split(config.forget)]},
+        data_settings={"people": config.people},
+        unlearn_settings=unlearn_settings,
+    )
+
+
+def tofu_real_inputs(config: DemoConfig, out: Path) -> QaDemoInputs:
+    from uldkit.demo.tofu_real import (
+        MAX_LENGTH,
+        TOFU_REAL_FINETUNE_SETTINGS,
+        prepare_tofu_real,
+        tofu_real_unlearn_settings,
+        tofu_root,
+    )
+
+    prepared = prepare_tofu_real(
+        tofu_root(config.data), out, config.forget, config.retain_authors, config.holdout or 0,
+        forget_authors=config.forget_authors, utility_rows=config.utility_rows)
+    data = str(prepared.source.location)
+    retain_split = _retain_split(config.forget)
+    forget_pairs = len(prepared.source.load(config.forget))
+    training = dict(TOFU_REAL_FINETUNE_SETTINGS[config.size])
+    if config.finetune_epochs is not None:
+        training["epochs"] = config.finetune_epochs
+    return QaDemoInputs(
+        source=prepared.source,
+        mia_texts=prepared.mia_texts,
+        target_settings={"data": data, "splits": [config.forget, retain_split],
+                         "max_length": MAX_LENGTH},
+        retain_settings={"data": data, "splits": [retain_split], "max_length": MAX_LENGTH},
+        data_settings={"data": data, "max_length": MAX_LENGTH},
+        unlearn_settings=lambda method, target: tofu_real_unlearn_settings(
+            method, target, forget_pairs),
+        training=training,
+    )
+
+
+def _run_qa_demo(config: DemoConfig, methods: list[str], out: Path, log,
+                 inputs: QaDemoInputs) -> dict[str, Any]:
     from uldkit.eval.tofu_eval import evaluate_tofu
     from uldkit.eval.tofu_log import load_tofu_log
 
-    source = DataSource("synthetic", people=config.people, seed=0)
-    target_dir, retain_dir = demo_models(
-        config, out, log, {"splits": ["full"]}, {"splits": [_retain_split(config.forget)]})
+    source = inputs.source
+    target_dir, retain_dir = demo_models(config, out, log, inputs.target_settings,
+                                         inputs.retain_settings, inputs.training)
     retain_model = LazyModel(retain_dir)
-    mia_texts = qa_mia_texts(generate_world(config.people, 0, config.holdout),
-                             source.load(config.forget))
 
     def eval_stage(name: str, model: LazyModel, retain_log: Any) -> tuple[dict, dict]:
         eval_dir = out / "eval" / name
@@ -164,35 +270,38 @@ def _run_tofu_demo(config: DemoConfig, methods: list[str], out: Path, log) -> di
         model = retain_model if model_dir == retain_dir else LazyModel(model_dir)
         tofu_log, figures = eval_stage(name, model, retain_log)
         result = _row(figures, seconds, tofu_log if name != "retain" else None, config)
-        result["mia"] = mia_stage(RunDir(out / "mia" / name).summary("mia"), model,
-                                  retain_model, mia_texts)
+        if inputs.mia_texts is not None:
+            result["mia"] = mia_stage(RunDir(out / "mia" / name).summary("mia"), model,
+                                      retain_model, inputs.mia_texts)
         return result
 
     retain_log, _ = eval_stage("retain", retain_model, None)
     results: dict[str, Any] = {
-        "benchmark": "tofu",
+        "benchmark": config.benchmark,
         "target": row("target", target_dir, train_seconds(target_dir), retain_log),
         "retain": row("retain", retain_dir, train_seconds(retain_dir), retain_log),
         "methods": {},
     }
     for name in methods:
         method_dir = out / "methods" / name
-        params, train = unlearn_settings(name, target_dir.resolve())
-        seconds = unlearn_stage(name, target_dir, method_dir, log, people=config.people,
-                                forget=config.forget, hyperparameters=params,
-                                train_overrides={"seed": config.seed, **train})
+        params, train = inputs.unlearn_settings(name, target_dir.resolve())
+        seconds = unlearn_stage(name, target_dir, method_dir, log, forget=config.forget,
+                                hyperparameters=params,
+                                train_overrides={"seed": config.seed, **train},
+                                **inputs.data_settings)
         results["methods"][name] = row(name, method_dir, seconds, retain_log)
         if config.relearn:
             results["methods"][name]["relearn"] = relearn_stage(
                 name, method_dir, target_dir, out / "attacks" / name, log,
-                people=config.people, forget=config.forget, seed=config.seed,
-                max_new_tokens=config.max_new_tokens, **RELEARN_SETTINGS)
+                forget=config.forget, seed=config.seed,
+                max_new_tokens=config.max_new_tokens, **RELEARN_SETTINGS,
+                **inputs.data_settings)
         if config.quantize and _quanto_installed(name, log):
             results["methods"][name]["quantize"] = {
                 str(bits): quantize_stage(
                     name, method_dir, target_dir, out / "attacks" / f"{name}_{bits}bit", log,
-                    bits=bits, people=config.people, forget=config.forget,
-                    max_new_tokens=config.max_new_tokens)
+                    bits=bits, forget=config.forget, max_new_tokens=config.max_new_tokens,
+                    **inputs.data_settings)
                 for bits in QUANTIZE_BITS}
     return results
 

@@ -15,11 +15,14 @@ from uldkit.training.config import TrainConfig
 from uldkit.training.schema import parse_settings
 
 DEFAULT_METHODS = ("uld", "grad_diff", "npo")
-BENCHMARKS = ("tofu", "muse")
+BENCHMARKS = ("tofu", "muse", "tofu-real")
 # People in the world and held-out people (MIA non-members) when not given, per benchmark:
 # MUSE needs more forget passages (forget10 of 100 = 10 biographies) than TOFU needs people.
 DEFAULT_PEOPLE = {"tofu": 40, "muse": 100}
 DEFAULT_HOLDOUT = {"tofu": 10, "muse": 40}
+# Greedy answer caps: the synthetic world's answers are short; on real TOFU, None is TOFU's
+# own (200 tokens with the prompt), as its authors evaluate.
+DEFAULT_MAX_NEW_TOKENS: dict[str, int | None] = {"tofu": 48, "muse": 48, "tofu-real": None}
 # The relearning attack: 10% of the forget answers, 20 LoRA steps (RelearnConfig defaults).
 RELEARN_SETTINGS: dict[str, Any] = {"fraction": 0.1, "steps": 20, "lora_rank": 8,
                                     "batch_size": 4}
@@ -108,8 +111,16 @@ class DemoConfig:
     forget: str = "forget10"
     seed: int = 0
     samples_per_method: int = 5
-    max_new_tokens: int = 48
+    max_new_tokens: int | None = None  # default: DEFAULT_MAX_NEW_TOKENS[benchmark]
     relearn: bool = True  # TOFU mode: the relearning attack on every unlearned model
     quantize: bool = True  # TOFU mode: 8- and 4-bit weights of every unlearned model
     target: str | None = None  # an existing target model directory: no fine-tuning
     retain: str | None = None  # an existing retain model directory: no fine-tuning
+    # tofu-real (uldkit.demo.tofu_real): TOFU's folder (default ULDKIT_TOFU_DIR), full TOFU
+    # or the CPU subset, and the subset's size (None: the preset's).
+    data: str | None = None
+    full: bool = False
+    retain_authors: int | None = None
+    forget_authors: int | None = None  # None: the whole forget split
+    utility_rows: int | None = None  # real-author / world-fact rows kept; None: all
+    finetune_epochs: int | None = None  # None: the size's FINETUNE_SETTINGS
