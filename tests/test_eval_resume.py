@@ -79,7 +79,10 @@ def test_interrupted_evaluation_resumes_without_recomputing(trained_world, targe
     straight_lm, straight_log, straight_summary = straight
     sets = tofu_eval_sets(trained_world.source, "forget10")
     every = Counter(p.question for data in sets.values() for p in data)
-    assert straight_lm.decoded == every  # each sample generated once
+    # Each sample is decoded at most once: not at all when the loss pass already shows its
+    # whole greedy answer (generation starts from what scoring computed).
+    assert set(straight_lm.decoded) <= set(every)
+    assert set(straight_lm.decoded.values()) == {1}
     assert set(straight_lm.scored) == set(every)
 
     # Crash within the retain set, a few batches in (the forget set is done by then).
@@ -107,7 +110,8 @@ def test_interrupted_evaluation_resumes_without_recomputing(trained_world, targe
     # Nothing finished was computed again: neither the forget set nor the retain samples.
     remaining = Counter(p.question for key, data in sets.items() for i, p in enumerate(data)
                         if key != FORGET_SET and not (key == RETAIN_SET and i in done))
-    assert resumed_lm.decoded == remaining
+    assert set(resumed_lm.decoded) <= set(remaining)
+    assert set(resumed_lm.decoded.values()) == {1}
     assert set(resumed_lm.scored) == set(remaining)
     # Finished: the per-set files replace the journals.
     assert sorted(p.name for p in (out / "partial").iterdir()) == sorted(sets)

@@ -107,7 +107,7 @@ def summary_table(results: dict) -> Table:
 
 
 # No outer frame and no rules between columns, so every column fits in 80 (logs, CI).
-_NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
+_NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": 0,
            "collapse_padding": True}
 _CAPTION = ("ES: extraction strength of the forget answers. ppl ×retain: perplexity of the "
             "generated forget answers under the retain model, over that of the retain model's "
