@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from uldkit.attacks.attacked import AttackedModel
 from uldkit.attacks.relearn import recovered_share
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
@@ -56,32 +57,13 @@ FEATURE = "uldkit attack quantize"
 
 
 @dataclass
-class QuantizeConfig:
-    model: str  # the unlearned model directory: plain, ULD or offset
-    out: str
+class QuantizeConfig(AttackedModel):
     bits: int = 8
-    data: str = "synthetic"
-    forget: str = "forget10"
-    people: int = 40
-    data_seed: int = 0
-    original: str | None = None  # the original target; default: the one the manifest names
-    device: str | None = None
-    max_new_tokens: int | None = None  # greedy answer cap; None: TOFU's (200 tokens in all)
-    eval_batch_size: int = 16
-    max_length: int = 128
 
     def check(self) -> None:
         if self.bits not in BITS:
             raise ConfigError(f"--bits must be 4 or 8, not {self.bits}")
-        for name in ("eval_batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens must be at least 1")
-        if not Path(self.model).is_dir():
-            raise ConfigError(f"model directory '{self.model}' does not exist")
-        if self.original is not None and not Path(self.original).is_dir():
-            raise ConfigError(f"original model directory '{self.original}' does not exist")
+        super().check()
 
 
 def quantize_attack(config: QuantizeConfig, overwrite: bool = False) -> dict[str, Any]:

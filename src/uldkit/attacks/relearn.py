@@ -39,6 +39,7 @@ import torch
 from accelerate import Accelerator
 
 from uldkit.attacks.attack_lora import ATTACK_DESCRIPTIONS, SUPPORTED_KINDS, with_attack_lora
+from uldkit.attacks.attacked import AttackedModel
 from uldkit.data.formatting import encode_pairs
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
@@ -61,39 +62,22 @@ METRICS = ("prob", "rouge")
 
 
 @dataclass
-class RelearnConfig:
-    model: str  # the unlearned model directory: plain, ULD or offset
-    out: str
-    data: str = "synthetic"
-    forget: str = "forget10"
-    people: int = 40
-    data_seed: int = 0
+class RelearnConfig(AttackedModel):
     fraction: float = 0.1  # share of the forget pairs the attacker trains on
     steps: int = 20
     lr: float = 1e-3
     lora_rank: int = 8
     batch_size: int = 4
     seed: int = 0
-    max_length: int = 128
-    original: str | None = None  # the original target; default: the one the manifest names
-    device: str | None = None
-    max_new_tokens: int | None = None  # greedy answer cap; None: TOFU's (200 tokens in all)
-    eval_batch_size: int = 16
+
+    COUNTS = ("steps", "lora_rank", "batch_size")
 
     def check(self) -> None:
         if not 0 < self.fraction < 1:
             raise ConfigError(f"fraction must be between 0 and 1 (exclusive), not {self.fraction}")
-        for name in ("steps", "lora_rank", "batch_size", "eval_batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, not {self.lr}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens must be at least 1")
-        if not Path(self.model).is_dir():
-            raise ConfigError(f"model directory '{self.model}' does not exist")
-        if self.original is not None and not Path(self.original).is_dir():
-            raise ConfigError(f"original model directory '{self.original}' does not exist")
+        super().check()
 
 
 def split_forget_set(
