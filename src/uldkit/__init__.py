@@ -200,6 +200,8 @@ def evaluate(
 
     Example::
 
+        audit = uldkit.evaluate(model, tokenizer, benchmark="mia", people=20, holdout=3)
+        print(audit["conclusion"])
         metrics = uldkit.evaluate(model, tokenizer, split="forget10", people=20,
                                   max_new_tokens=8, show_progress=False)
         print(round(metrics["figures"]["model_utility"], 3))
@@ -321,8 +323,17 @@ def _evaluate_mia(
 
 
 def _model_dirs(*models: Any) -> list[Path | None]:
-    """The directories models were given as (their run_config.json may record settings)."""
-    return [Path(m) if isinstance(m, (str, os.PathLike)) else None for m in models]
+    """The directories models were given as or loaded from (their run_config.json may
+    record the held-out people)."""
+    dirs: list[Path | None] = []
+    for model in models:
+        if isinstance(model, (str, os.PathLike)):
+            dirs.append(Path(model))
+        else:
+            loaded_from = getattr(model, "name_or_path", None)
+            dirs.append(Path(loaded_from) if isinstance(loaded_from, str) and loaded_from
+                        and Path(loaded_from).is_dir() else None)
+    return dirs
 
 
 def _model_record(model: Any, lm: Any, name: str | None = None) -> str:
