@@ -173,25 +173,48 @@ def evaluate(
     """Score a model on a benchmark's own metrics; returns the summary (a dict).
 
     `model` is a path, a loaded transformers model (a `ULDForCausalLM` too) or a uldkit
-    `LanguageModel`. benchmark "tofu": the TOFU authors' metrics on `split` of `data`, with
-    forget quality when `retain_logs` (a retain model's TOFU log: its file or directory, or
-    the log itself) is given; `people` and `data_seed` shape the synthetic world. With `out`,
-    the per-sample log and summary.json are written there. `settings` go to the evaluation
-    (batch_size, max_new_tokens, es_definition, model_name, resume, ...). The forget answers'
-    perplexity is scored under `reference` (a path or loaded model; `uldkit eval tofu` gives
-    the retain model); by default, for a model given by path, under the target its run
-    names, else the model itself.
+    `LanguageModel`; other models (`retain_model`, `target`, `reference`) are given the
+    same way (an in-memory transformers model with `tokenizer`). With `out`, the run is
+    written there as `uldkit eval BENCHMARK` writes it (summary, per-sample log, and for
+    muse and mia run_config.json; `resume=True` continues an interrupted run).
+
+    benchmark "tofu": the TOFU authors' metrics on `split` of `data`, with forget quality
+    when `retain_logs` (a retain model's TOFU log: its file or directory, or the log itself)
+    is given; `people` and `data_seed` shape the synthetic world. `settings` go to the
+    evaluation (batch_size, max_new_tokens, es_definition, model_name, resume, ...). The
+    forget answers' perplexity is scored under `reference` (a path or loaded model; `uldkit
+    eval tofu` gives the retain model); by default, for a model given by path, under the
+    target its run names, else the model itself.
+
+    benchmark "muse": VerbMem, KnowMem, PrivLeak and utility preserved, against
+    `retain_model` (required) and `target`; benchmark "mia": membership inference, forget
+    vs holdout passages, beside `retain_model` when given, with the reference attack when
+    `reference` is. Their passages are the synthetic world's (`split` people are forgotten,
+    `holdout` held out, by default as the models were fine-tuned) or your files
+    (`forget_docs`, `holdout_docs`; for muse also `forget_qa`, `retain_qa`). Their settings
+    are `uldkit eval muse|mia`'s options by name: muse's prompt_tokens, max_continuation,
+    answer_tokens, knowmem, forget_qa_icl, retain_qa_icl; mia's k, filter, max_tokens;
+    both batch_size, overwrite, resume, device, dtype, allow_pickle, trust_remote_code,
+    `model_name` (how the summary names an in-memory model) and `on_resume` (called with
+    the stages a resumed run read back).
 
     Example::
 
+        audit = uldkit.evaluate(model, tokenizer, benchmark="mia", people=20, holdout=3)
+        print(audit["conclusion"])
         metrics = uldkit.evaluate(model, tokenizer, split="forget10", people=20,
                                   max_new_tokens=8, show_progress=False)
         print(round(metrics["figures"]["model_utility"], 3))
     """
+    if benchmark in ("muse", "mia"):
+        if retain_logs is not None:
+            raise ConfigError(f"retain_logs is TOFU's; {benchmark} takes retain_model")
+        evaluate_documents = _evaluate_muse if benchmark == "muse" else _evaluate_mia
+        return evaluate_documents(model, tokenizer, split=split, data=data, out=out,
+                                  people=people, data_seed=data_seed, **settings)
     if benchmark != "tofu":
-        raise ConfigError(f"unknown benchmark '{benchmark}' for evaluate(); known: tofu "
-                          "(MUSE and MIA: `uldkit eval muse|mia`; lm-eval tasks: "
-                          "`uldkit eval harness`)")
+        raise ConfigError(f"unknown benchmark '{benchmark}' for evaluate(); known: tofu, muse, "
+                          "mia (lm-eval tasks: `uldkit eval harness`)")
     from uldkit.data.sources import DataSource
     from uldkit.eval.log_formats import read_tofu_log
     from uldkit.eval.tofu_eval import evaluate_tofu
@@ -205,6 +228,137 @@ def evaluate(
     _, summary = evaluate_tofu(lm, DataSource(data, people=people, seed=data_seed), split,
                                retain_log, out_dir=out, **settings)
     return summary.to_dict()
+
+
+def _evaluate_muse(
+    model: Any, tokenizer: PreTrainedTokenizerBase | None, *, split: str, data: str,
+    out: str | os.PathLike | None, people: int, data_seed: int, retain_model: Any = None,
+    target: Any = None, holdout: int | None = None,
+    forget_docs: str | os.PathLike | None = None, holdout_docs: str | os.PathLike | None = None,
+    forget_qa: str | os.PathLike | None = None, retain_qa: str | os.PathLike | None = None,
+    forget_qa_icl: str | os.PathLike | None = None,
+    retain_qa_icl: str | os.PathLike | None = None, prompt_tokens: int = 32,
+    max_continuation: int = 128, answer_tokens: int | None = None, knowmem: str = "muse",
+    batch_size: int = 8, overwrite: bool = False, resume: bool = False,
+    device: str | None = None, dtype: str | None = None, allow_pickle: bool = False,
+    trust_remote_code: bool = False, model_name: str | None = None,
+    on_resume: Any = None,
+) -> dict[str, Any]:
+    """benchmark="muse" of `evaluate`: `uldkit eval muse`'s work, its options by name."""
+    from uldkit.eval.knowmem import check_knowmem_variant
+    from uldkit.eval.muse import MuseSettings
+    from uldkit.eval.runs import muse_config, muse_run, muse_splits
+
+    if retain_model is None:
+        raise ConfigError("MUSE needs retain_model: a model never trained on the forget set")
+    files = dict(forget_docs=forget_docs, holdout_docs=holdout_docs, forget_qa=forget_qa,
+                 retain_qa=retain_qa, forget_qa_icl=forget_qa_icl, retain_qa_icl=retain_qa_icl)
+    splits = muse_splits(data=data, people=people, data_seed=data_seed, holdout=holdout,
+                         forget=split, model_dirs=_model_dirs(retain_model, target, model),
+                         **files)
+    check_knowmem_variant(knowmem)
+    settings = MuseSettings(prompt_tokens=prompt_tokens, max_continuation_tokens=max_continuation,
+                            answer_tokens=answer_tokens, batch_size=batch_size, knowmem=knowmem)
+    loading = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code)
+    lm = _language_model(model, tokenizer, **loading)
+    retain_lm = _other_model(retain_model, model, lm, loading)
+    target_lm = None if target is None else _other_model(target, model, lm, loading)
+    names = {"model": _model_record(model, lm, model_name),
+             "retain_model": _model_record(retain_model, retain_lm),
+             "target": None if target is None else _model_record(target, target_lm)}
+    recorded = {"data": data, "people": people, "data_seed": data_seed, "holdout": holdout,
+                "forget": split, **{key: _path_record(value) for key, value in files.items()}}
+    return muse_run(lm, splits, retain_lm, target_lm, settings, names=names,
+                    config=muse_config(names, recorded, settings, device, dtype), out=out,
+                    overwrite=overwrite, resume=resume, on_resume=on_resume)
+
+
+def _evaluate_mia(
+    model: Any, tokenizer: PreTrainedTokenizerBase | None, *, split: str, data: str,
+    out: str | os.PathLike | None, people: int, data_seed: int, retain_model: Any = None,
+    reference: Any = None, holdout: int | None = None,
+    forget_docs: str | os.PathLike | None = None, holdout_docs: str | os.PathLike | None = None,
+    k: float | None = None, filter: str | None = None, max_tokens: int = 512,
+    batch_size: int = 8, overwrite: bool = False, resume: bool = False,
+    device: str | None = None, dtype: str | None = None, allow_pickle: bool = False,
+    trust_remote_code: bool = False, model_name: str | None = None,
+    on_resume: Any = None,
+) -> dict[str, Any]:
+    """benchmark="mia" of `evaluate`: `uldkit eval mia`'s work, its options by name."""
+    from uldkit.eval.mia import DEFAULT_K, MARGIN
+    from uldkit.eval.runs import mia_passages, mia_run
+
+    k = DEFAULT_K if k is None else k
+    forget_texts, holdout_texts = mia_passages(
+        data=data, people=people, data_seed=data_seed, holdout=holdout, forget=split,
+        model_dirs=_model_dirs(retain_model, model), forget_docs=forget_docs,
+        holdout_docs=holdout_docs)
+    loading = dict(device=device, dtype=dtype, allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code)
+    lm = _language_model(model, tokenizer, **loading,
+                         **({} if filter is None else {"filter": filter}))
+    if filter is not None and not isinstance(model, (str, os.PathLike)):
+        if not hasattr(lm, "with_settings"):
+            raise ConfigError("filter is ULD's relative-top filter; this model has none")
+        lm = lm.with_settings(filter=filter)
+    retain_lm = None if retain_model is None else _other_model(retain_model, None, lm, loading)
+    reference_lm = None if reference is None else _other_model(reference, None, lm, loading)
+    names = {"model": _model_record(model, lm, model_name),
+             "retain_model": None if retain_model is None else _model_record(retain_model,
+                                                                              retain_lm),
+             "reference": None if reference is None else _model_record(reference, reference_lm)}
+    config = {
+        **names, "data": data, "people": people, "data_seed": data_seed, "holdout": holdout,
+        "forget": split, "forget_docs": _path_record(forget_docs),
+        "holdout_docs": _path_record(holdout_docs), "k": k, "margin": MARGIN,
+        "max_tokens": max_tokens, "device": device, "dtype": dtype,
+        **({} if filter is None else {"filter": filter}),  # older runs resume unchanged
+        "batch_size": batch_size,
+    }
+    return mia_run(lm, forget_texts, holdout_texts, reference=reference_lm,
+                   retain_lm=retain_lm, k=k, batch_size=batch_size, max_tokens=max_tokens,
+                   names=names, config=config, out=out, overwrite=overwrite, resume=resume,
+                   on_resume=on_resume)
+
+
+def _model_dirs(*models: Any) -> list[Path | None]:
+    """The directories models were given as or loaded from (their run_config.json may
+    record the held-out people)."""
+    dirs: list[Path | None] = []
+    for model in models:
+        if isinstance(model, (str, os.PathLike)):
+            dirs.append(Path(model))
+        else:
+            loaded_from = getattr(model, "name_or_path", None)
+            dirs.append(Path(loaded_from) if isinstance(loaded_from, str) and loaded_from
+                        and Path(loaded_from).is_dir() else None)
+    return dirs
+
+
+def _model_record(model: Any, lm: Any, name: str | None = None) -> str:
+    """How a summary and run_config.json name a model: its path as given, else its name."""
+    if name is not None:
+        return name
+    if isinstance(model, (str, os.PathLike)):
+        return str(Path(model))
+    return str(getattr(lm, "name", None) or type(model).__name__)
+
+
+def _path_record(path: str | os.PathLike | None) -> str | None:
+    return None if path is None else str(Path(path))
+
+
+def _other_model(other: Any, model: Any, lm: Any, loading: dict[str, Any]) -> Any:
+    """A second model (retain, target, reference) as a `LanguageModel`: `lm` itself when it
+    is the evaluated model, and a transformers model with `lm`'s tokenizer."""
+    if other is model or (isinstance(other, (str, os.PathLike))
+                          and isinstance(model, (str, os.PathLike))
+                          and Path(other).resolve() == Path(model).resolve()):
+        return lm
+    if isinstance(other, (str, os.PathLike)):
+        return _language_model(other, None, **loading)
+    return _language_model(other, lm.tokenizer)
 
 
 def _fluency_reference(model: Any, lm: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -227,8 +381,10 @@ def _fluency_reference(model: Any, lm: Any, settings: dict[str, Any]) -> dict[st
     return {}
 
 
-def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> Any:
-    """What evaluation scores: uldkit's `LanguageModel` over whatever the user holds."""
+def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None,
+                    **loading: Any) -> Any:
+    """What evaluation scores: uldkit's `LanguageModel` over whatever the user holds;
+    `loading` (device, dtype, ULD's filter, ...) applies to a model given by path."""
     from transformers import PreTrainedModel
 
     from uldkit.models.lm import LanguageModel
@@ -236,7 +392,7 @@ def _language_model(model: Any, tokenizer: PreTrainedTokenizerBase | None) -> An
     from uldkit.unlearning.load import as_language_model
 
     if isinstance(model, (str, os.PathLike)):
-        loaded, loaded_tokenizer = load(model)
+        loaded, loaded_tokenizer = load(model, **loading)
         return as_language_model(loaded, loaded_tokenizer, name=Path(model).name)
     if isinstance(model, PreTrainedModel) and not isinstance(model, ULDForCausalLM) \
             and tokenizer is None:
