@@ -54,7 +54,7 @@ ROW_LABELS = {
     "grad_diff": "GradDiff (answer-only head)",
     "grad_diff_lora": "GradDiff, LoRA",
     "npo": "NPO",
-    "uld": "ULD",
+    "uld": "ULD (alpha 0.8)",
 }
 
 
@@ -204,7 +204,7 @@ def full_head_unlearn(argv: list[str]) -> None:
 
 
 # ---- 4. evaluation ---------------------------------------------------------------------------
-def evaluate_one(model_dir: str, data_dir: str, out_json: str) -> None:
+def evaluate_one(model_dir: str, data_dir: str, out_json: str, alpha: str | None = None) -> None:
     import torch
 
     from uldkit.data.types import QAPair
@@ -215,7 +215,8 @@ def evaluate_one(model_dir: str, data_dir: str, out_json: str) -> None:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     split = json.loads((Path(data_dir) / "eval_sets.json").read_text())
-    lm = load_language_model(model_dir, device="cpu")
+    lm = load_language_model(model_dir, device="cpu",
+                             **({} if alpha is None else {"alpha": float(alpha)}))
     result: dict = {}
     start = time.perf_counter()
     for name in ("forget", "retain"):
@@ -257,7 +258,7 @@ def table(rows: dict[str, dict], forget: list[dict]) -> str:
             f"{tr['train_seconds'] / max(tr['steps'], 1):.1f}", f"{tr['peak_gb']:.2f}"])
         evaluation = (["–"] * 2 if ev is None else [
             f"{ev['eval_seconds']:.0f}", f"{info['eval_peak_gb']:.2f}"])
-        lines.append(f"| {ROW_LABELS[row]} | " + " | ".join(quality + cost + evaluation) + " |")
+        lines.append(f"| {label(row)} | " + " | ".join(quality + cost + evaluation) + " |")
     lines += ["", "Forget answers side by side (greedy, first three forget questions):", ""]
     evaluated = [r for r, info in rows.items() if info.get("eval")]
     lines.append("| question | truth | " + " | ".join(evaluated) + " |")
@@ -272,7 +273,7 @@ def table(rows: dict[str, dict], forget: list[dict]) -> str:
         lines.append(f"\n{speed}")
     for row, info in rows.items():
         if info.get("note"):
-            lines.append(f"\n{ROW_LABELS[row]}: {info['note']}")
+            lines.append(f"\n{label(row)}: {info['note']}")
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +286,9 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--epochs", default=DEFAULT_EPOCHS,
                         help="Epochs per row ('row=N,...'), or one number for every row.")
+    parser.add_argument("--uld-alpha", default="0.3,0.5",
+                        help="Also evaluate ULD's assistant at these alphas (comma-separated; "
+                        "the run's own is 0.8): its trade-off, with no new training.")
     parser.add_argument("--readme", type=Path, default=Path("README.md"),
                         help="Rewrite this file's real-model block with the table ('' to skip).")
     parser.add_argument("--max-steps", type=int, default=None,
@@ -315,13 +319,18 @@ def main() -> None:
             info["train"].update(json.loads((out / "unlearn_summary.json").read_text()))
         print(row, json.dumps(info, default=str), flush=True)
         _write(args, rows, forget, started)
+    if "uld" in rows and "train" in rows["uld"]:  # ULD's alpha is an inference setting
+        for alpha in filter(None, args.uld_alpha.split(",")):
+            rows[f"uld@{float(alpha):g}"] = {}
     for row, info in rows.items():  # then evaluation, the target first
         if row in skip_eval or "note" in info:
             info.setdefault("note", "trained for its cost only (not evaluated)")
             continue
-        model_dir = model if row == "target" else args.out / row
+        trained, _, alpha = row.partition("@")
+        model_dir = model if row == "target" else args.out / trained
         evaluated = run_child([__file__, "--evaluate-one", str(model_dir), str(data),
-                               str(args.out / f"{row}.eval.json")], args.out / f"{row}.eval.log")
+                               str(args.out / f"{row}.eval.json"), *([alpha] if alpha else [])],
+                              args.out / f"{row}.eval.log")
         if evaluated["exit"] == 0:
             info["eval"] = json.loads((args.out / f"{row}.eval.json").read_text())
             info["eval_peak_gb"] = evaluated["peak_gb"]
@@ -330,6 +339,12 @@ def main() -> None:
         print(row, "evaluated", flush=True)
         _write(args, rows, forget, started)
     print(args.results.read_text())
+
+
+def label(row: str) -> str:
+    """A row's name in the table: ULD at another alpha is the same assistant, evaluated."""
+    trained, _, alpha = row.partition("@")
+    return f"ULD (alpha {alpha}; the same assistant)" if alpha else ROW_LABELS[trained]
 
 
 def speed_up(rows: dict[str, dict]) -> str | None:
@@ -387,6 +402,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--full-head-unlearn"]:  # internal: one training child
         full_head_unlearn(sys.argv[2:])
     elif sys.argv[1:2] == ["--evaluate-one"]:  # internal: one evaluation child
-        evaluate_one(*sys.argv[2:5])
+        evaluate_one(*sys.argv[2:6])
     else:
         main()
