@@ -43,3 +43,19 @@ def test_a_hand_edited_figure_is_caught():
     edited = block.replace(shown, f"{utility + 0.05:.3f}", 1)
     assert edited != block
     assert script.unbacked_numbers(edited, figures) == [f"{utility + 0.05:.3f}"]
+
+
+def test_the_real_model_table_is_what_its_script_rendered_from_its_results(tofu_dir):
+    """The Gemma 3 270M table (benchmarks/real_model.py) is rendered from the raw numbers it
+    saved beside it: a hand-edited figure, or numbers changed without the table, fail here."""
+    spec = importlib.util.spec_from_file_location("real_model",
+                                                  ROOT / "benchmarks" / "real_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = json.loads((ROOT / "benchmarks" / "results" / "real_model.json").read_text())
+    assert {"target", "uld", "grad_diff", "npo"} <= set(rows)
+    authors = json.loads((tofu_dir / "real_authors_perturbed.json").read_text())
+    forget = [row for i, row in enumerate(authors) if i % bench.FORGET_EVERY == 0]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(bench.README_BEGIN, 1)[1].split(bench.README_END, 1)[0]
+    assert bench.table(rows, forget) in block
