@@ -1,13 +1,23 @@
-"""What every attack on an unlearned model is given: the model, where to write, the forget
-set it probes and how answers are generated, checked the same way for each attack."""
+"""What every attack on an unlearned model is given (the model, where to write, the forget
+set it probes and how answers are generated, checked the same way for each attack) and how
+each scores what the model still holds of the forget set."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+import torch
+
+from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError
+from uldkit.eval.rouge import rouge_l
+from uldkit.eval.tofu_eval import greedy_answers
+from uldkit.models.lm import LanguageModel
+from uldkit.models.scoring import answer_losses
 
 
 @dataclass
@@ -37,3 +47,24 @@ class AttackedModel:
             raise ConfigError(f"model directory '{self.model}' does not exist")
         if self.original is not None and not Path(self.original).is_dir():
             raise ConfigError(f"original model directory '{self.original}' does not exist")
+
+
+@dataclass
+class ForgetScores:
+    """Per forget pair: P(answer), ROUGE-L recall of the greedy answer, and that answer."""
+
+    prob: np.ndarray
+    rouge: np.ndarray
+    answers: list[str]
+
+
+@torch.no_grad()
+def score_forget_set(lm: LanguageModel, pairs: Sequence[QAPair],
+                     config: AttackedModel) -> ForgetScores:
+    """How much of the forget set `lm` still holds, scored as every attack reports it."""
+    questions = [p.question for p in pairs]
+    losses = answer_losses(lm, questions, [p.answer for p in pairs], config.eval_batch_size,
+                           config.max_length)
+    answers = greedy_answers(lm, questions, config.max_new_tokens, config.eval_batch_size)
+    rouge = [rouge_l(answer, pair.answer).recall for answer, pair in zip(answers, pairs)]
+    return ForgetScores(np.exp(-losses), np.asarray(rouge, dtype=np.float64), answers)

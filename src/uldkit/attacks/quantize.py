@@ -30,20 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
-from uldkit.attacks.attacked import AttackedModel
+from uldkit.attacks.attacked import AttackedModel, ForgetScores, score_forget_set
 from uldkit.attacks.relearn import recovered_share
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError, require
-from uldkit.eval.rouge import rouge_l
-from uldkit.eval.tofu_eval import greedy_answers
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.models.lm import CausalLM, LanguageModel
-from uldkit.models.scoring import answer_losses
 from uldkit.training.run_dir import RunDir, read_manifest
 from uldkit.training.run_start import check_apart, start_run
 from uldkit.uld.combination import LogitCombination
@@ -84,13 +79,14 @@ def quantize_attack(config: QuantizeConfig, overwrite: bool = False) -> dict[str
 def _attack(config: QuantizeConfig, run: RunDir, pairs: list[QAPair], kind: str,
             original: str | None, started: float) -> dict[str, Any]:
     lm = load_language_model(config.model, device=config.device)
-    before = _score(lm, pairs, config)
+    before = score_forget_set(lm, pairs, config)
     quantised = quantize_weights(lm, config.bits)
-    after = _score(lm, pairs, config)
+    after = score_forget_set(lm, pairs, config)
     del lm
     reference = None
     if original is not None:
-        reference = _score(load_language_model(original, device=config.device), pairs, config)
+        original_lm = load_language_model(original, device=config.device)
+        reference = score_forget_set(original_lm, pairs, config)
     rows = _sample_rows(pairs, before, after, reference)
     atomic_write_text(run.samples("quantize"),
                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
@@ -179,25 +175,7 @@ def quantised_layers(roots: Sequence[nn.Module], bits: int) -> dict[str, Any]:
     return {"qtype": names, "linear_layers": quantised, "kept_in_float": sorted(set(kept))}
 
 
-# ---- scores -------------------------------------------------------------------------------------
-@dataclass
-class _Scores:
-    prob: np.ndarray
-    rouge: np.ndarray
-    answers: list[str]
-
-
-@torch.no_grad()
-def _score(lm: LanguageModel, pairs: Sequence[QAPair], config: QuantizeConfig) -> _Scores:
-    questions = [p.question for p in pairs]
-    losses = answer_losses(lm, questions, [p.answer for p in pairs], config.eval_batch_size,
-                           config.max_length)
-    answers = greedy_answers(lm, questions, config.max_new_tokens, config.eval_batch_size)
-    rouge = [rouge_l(answer, pair.answer).recall for answer, pair in zip(answers, pairs)]
-    return _Scores(np.exp(-losses), np.asarray(rouge, dtype=np.float64), answers)
-
-
-def _means(scores: _Scores) -> dict[str, float]:
+def _means(scores: ForgetScores) -> dict[str, float]:
     return {"prob": float(scores.prob.mean()), "rouge": float(scores.rouge.mean())}
 
 
@@ -210,8 +188,8 @@ def _kind_and_original(config: QuantizeConfig) -> tuple[str, str | None]:
     return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
 
 
-def _sample_rows(pairs: Sequence[QAPair], before: _Scores, after: _Scores,
-                 original: _Scores | None) -> list[dict[str, Any]]:
+def _sample_rows(pairs: Sequence[QAPair], before: ForgetScores, after: ForgetScores,
+                 original: ForgetScores | None) -> list[dict[str, Any]]:
     rows = []
     for i, pair in enumerate(pairs):
         row: dict[str, Any] = {"index": i, "question": pair.question, "truth": pair.answer}

@@ -34,21 +34,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from uldkit.attacks.attack_lora import ATTACK_DESCRIPTIONS, SUPPORTED_KINDS, with_attack_lora
-from uldkit.attacks.attacked import AttackedModel
+from uldkit.attacks.attacked import AttackedModel, ForgetScores, score_forget_set
 from uldkit.data.formatting import encode_pairs
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, DataError
-from uldkit.eval.rouge import rouge_l
-from uldkit.eval.tofu_eval import greedy_answers
 from uldkit.io import atomic_write_json, atomic_write_text
-from uldkit.models.lm import LanguageModel
-from uldkit.models.scoring import answer_losses
 from uldkit.training.losses import NextTokenObjective
 from uldkit.training.run_dir import SAMPLE_FILES, SUMMARY_FILES, RunDir, read_manifest
 from uldkit.training.run_start import check_apart, start_run
@@ -118,15 +113,16 @@ def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
     """The attack itself, written into `run`."""
     (trained_on, held_out), (kind, original) = split, models
     lm = load_language_model(config.model, device=config.device)
-    before = _score(lm, pairs, config)
+    before = score_forget_set(lm, pairs, config)
     attackable = with_attack_lora(lm, kind, config.lora_rank, config.seed)
     train = _train(attackable.trainable, lm.tokenizer, [pairs[i] for i in trained_on], config,
                    show_progress)
-    after = _score(attackable.lm, pairs, config)
+    after = score_forget_set(attackable.lm, pairs, config)
     del lm, attackable
     reference = None
     if original is not None:
-        reference = _score(load_language_model(original, device=config.device), pairs, config)
+        original_lm = load_language_model(original, device=config.device)
+        reference = score_forget_set(original_lm, pairs, config)
 
     rows = _sample_rows(pairs, set(trained_on), before, after, reference)
     atomic_write_text(run.samples("relearn"),
@@ -189,23 +185,7 @@ def _train(model: torch.nn.Module, tokenizer, pairs: list[QAPair], config: Relea
     return {"steps": result.steps, "final_loss": result.final_loss}
 
 
-@dataclass
-class _Scores:
-    prob: np.ndarray
-    rouge: np.ndarray
-    answers: list[str]
-
-
-def _score(lm: LanguageModel, pairs: Sequence[QAPair], config: RelearnConfig) -> _Scores:
-    questions = [p.question for p in pairs]
-    losses = answer_losses(lm, questions, [p.answer for p in pairs], config.eval_batch_size,
-                           config.max_length)
-    answers = greedy_answers(lm, questions, config.max_new_tokens, config.eval_batch_size)
-    rouge = [rouge_l(answer, pair.answer).recall for answer, pair in zip(answers, pairs)]
-    return _Scores(np.exp(-losses), np.asarray(rouge, dtype=np.float64), answers)
-
-
-def _means(scores: _Scores, indices: Sequence[int]) -> dict[str, float]:
+def _means(scores: ForgetScores, indices: Sequence[int]) -> dict[str, float]:
     return {"prob": float(scores.prob[indices].mean()),
             "rouge": float(scores.rouge[indices].mean())}
 
@@ -220,8 +200,8 @@ def recovered_share(before: dict[str, float], after: dict[str, float],
     return result
 
 
-def _sample_rows(pairs: Sequence[QAPair], trained_on: set[int], before: _Scores,
-                 after: _Scores, original: _Scores | None) -> list[dict[str, Any]]:
+def _sample_rows(pairs: Sequence[QAPair], trained_on: set[int], before: ForgetScores,
+                 after: ForgetScores, original: ForgetScores | None) -> list[dict[str, Any]]:
     rows = []
     for i, pair in enumerate(pairs):
         row: dict[str, Any] = {"index": i, "role": "trained_on" if i in trained_on else "held_out",
