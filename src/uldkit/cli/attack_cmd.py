@@ -20,12 +20,11 @@ app.add_typer(attack_app, name="attack")
 
 @attack_app.command("relearn")
 def relearn_command(
-    model: Path = typer.Option(..., "--model", help="Unlearned model directory (plain, ULD "
-                               "or offset); only read."),
+    model: Path = options.ATTACKED_MODEL,
     out: Path = typer.Option(..., "--out", help="Directory for relearn.json and the "
                              "per-sample rows."),
     data: str = options.DATA,
-    forget: str = typer.Option("forget10", "--forget", help="Forget split: forget01/05/10."),
+    forget: str = options.ATTACK_FORGET,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     fraction: float = typer.Option(0.1, "--fraction", help="Share of the forget pairs the "
@@ -35,12 +34,8 @@ def relearn_command(
     lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="Rank of the attacker's LoRA."),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the LoRA and the data order."),
-    original: Path | None = typer.Option(
-        None, "--original", help="The original target, for comparison (default: the target "
-        "the model's uldkit_model.json names)."),
-    max_new_tokens: int | None = typer.Option(
-        None, "--max-new-tokens", min=1,
-        help="Cap on greedy answer tokens; default: TOFU's 200 tokens of prompt + answer."),
+    original: Path | None = options.ATTACK_ORIGINAL,
+    max_new_tokens: int | None = options.ATTACK_MAX_NEW_TOKENS,
     overwrite: bool = options.OVERWRITE,
     device: str = options.DEVICE,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -15,22 +15,17 @@ from uldkit.cli.attack_cmd import attack_app
 
 @attack_app.command("quantize")
 def quantize_command(
-    model: Path = typer.Option(..., "--model", help="Unlearned model directory (plain, ULD "
-                               "or offset); only read."),
+    model: Path = options.ATTACKED_MODEL,
     out: Path = typer.Option(..., "--out", help="Directory for quantize.json and the "
                              "per-sample rows."),
     bits: int = typer.Option(..., "--bits", help="Weight bits: 4 or 8 (optimum-quanto "
-                             "qint4 / qint8; needs pip install \"uldkit[quantize]\")."),
+                             "qint4 / qint8; needs pip install 'uldkit\\[quantize]')."),
     data: str = options.DATA,
-    forget: str = typer.Option("forget10", "--forget", help="Forget split: forget01/05/10."),
+    forget: str = options.ATTACK_FORGET,
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
-    original: Path | None = typer.Option(
-        None, "--original", help="The original target, for comparison (default: the target "
-        "the model's uldkit_model.json names)."),
-    max_new_tokens: int | None = typer.Option(
-        None, "--max-new-tokens", min=1,
-        help="Cap on greedy answer tokens; default: TOFU's 200 tokens of prompt + answer."),
+    original: Path | None = options.ATTACK_ORIGINAL,
+    max_new_tokens: int | None = options.ATTACK_MAX_NEW_TOKENS,
     overwrite: bool = options.OVERWRITE,
     device: str = options.DEVICE,
 ) -> None:

@@ -50,3 +50,14 @@ ULD_FILTER = typer.Option(
     "it have probability 0) or reference (the ULD authors' code: keeps at least tau x the "
     "vocabulary, and scores outside it with the target's own log-probabilities; without "
     "--tau, the authors' tau 0.1).")
+
+# What every `uldkit attack ...` command takes about the model it attacks.
+ATTACKED_MODEL = typer.Option(..., "--model", help="Unlearned model directory (plain, ULD or "
+                              "offset); only read.")
+ATTACK_FORGET = typer.Option("forget10", "--forget", help="Forget split: forget01/05/10.")
+ATTACK_ORIGINAL = typer.Option(
+    None, "--original", help="The original target, for comparison (default: the target the "
+    "model's uldkit_model.json names).")
+ATTACK_MAX_NEW_TOKENS = typer.Option(
+    None, "--max-new-tokens", min=1,
+    help="Cap on greedy answer tokens; default: TOFU's 200 tokens of prompt + answer.")
