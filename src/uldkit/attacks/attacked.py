@@ -4,10 +4,10 @@ each scores what the model still holds of the forget set."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from uldkit.eval.rouge import rouge_l
 from uldkit.eval.tofu_eval import greedy_answers
 from uldkit.models.lm import LanguageModel
 from uldkit.models.scoring import answer_losses
+from uldkit.training.run_dir import read_manifest
 
 
 @dataclass
@@ -48,6 +49,16 @@ class AttackedModel:
         if self.original is not None and not Path(self.original).is_dir():
             raise ConfigError(f"original model directory '{self.original}' does not exist")
 
+    def kind_and_original(self) -> tuple[str, str | None]:
+        """The attacked model's kind (plain, uld, offset) and the original target to compare
+        with: the one given, else the one its manifest names when that directory exists."""
+        manifest = read_manifest(self.model) or {}
+        kind = manifest.get("kind", "plain")
+        if self.original is not None:
+            return kind, str(self.original)
+        named = manifest.get("target")
+        return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
+
 
 @dataclass
 class ForgetScores:
@@ -68,3 +79,27 @@ def score_forget_set(lm: LanguageModel, pairs: Sequence[QAPair],
     answers = greedy_answers(lm, questions, config.max_new_tokens, config.eval_batch_size)
     rouge = [rouge_l(answer, pair.answer).recall for answer, pair in zip(answers, pairs)]
     return ForgetScores(np.exp(-losses), np.asarray(rouge, dtype=np.float64), answers)
+
+
+def mean_scores(scores: ForgetScores, indices: Sequence[int] | None = None) -> dict[str, float]:
+    """Mean P(answer) and ROUGE-L over the pairs at `indices` (all of them by default)."""
+    chosen = slice(None) if indices is None else indices
+    return {"prob": float(scores.prob[chosen].mean()),
+            "rouge": float(scores.rouge[chosen].mean())}
+
+
+def sample_rows(pairs: Sequence[QAPair], before: ForgetScores, after: ForgetScores,
+                original: ForgetScores | None,
+                role: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+    """One row per forget pair: its scores before and after the attack and the original's
+    (None when there is no original), with the pair's `role` in the attack when given."""
+    rows = []
+    for i, pair in enumerate(pairs):
+        row: dict[str, Any] = {"index": i, **({} if role is None else {"role": role(i)}),
+                               "question": pair.question, "truth": pair.answer}
+        for label, scores in (("before", before), ("after", after), ("original", original)):
+            row[f"{label}_prob"] = None if scores is None else float(scores.prob[i])
+            row[f"{label}_rouge"] = None if scores is None else float(scores.rouge[i])
+            row[f"{label}_answer"] = None if scores is None else scores.answers[i]
+        rows.append(row)
+    return rows

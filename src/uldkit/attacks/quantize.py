@@ -32,14 +32,14 @@ from typing import Any
 
 from torch import nn
 
-from uldkit.attacks.attacked import AttackedModel, ForgetScores, score_forget_set
+from uldkit.attacks.attacked import AttackedModel, mean_scores, sample_rows, score_forget_set
 from uldkit.attacks.relearn import recovered_share
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, ModelError, require
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.models.lm import CausalLM, LanguageModel
-from uldkit.training.run_dir import RunDir, read_manifest
+from uldkit.training.run_dir import RunDir
 from uldkit.training.run_start import check_apart, start_run
 from uldkit.uld.combination import LogitCombination
 from uldkit.uld.logit_difference import LogitDifferenceModel
@@ -68,7 +68,7 @@ def quantize_attack(config: QuantizeConfig, overwrite: bool = False) -> dict[str
     started = time.perf_counter()
     pairs = list(DataSource(config.data, people=config.people, seed=config.data_seed)
                  .load(config.forget))
-    kind, original = _kind_and_original(config)
+    kind, original = config.kind_and_original()
     check_apart(Path(config.out), [config.model, original])
     with start_run(config.out, "attack quantize",
                    {**asdict(config), "original": original, "kind": kind},
@@ -87,11 +87,11 @@ def _attack(config: QuantizeConfig, run: RunDir, pairs: list[QAPair], kind: str,
     if original is not None:
         original_lm = load_language_model(original, device=config.device)
         reference = score_forget_set(original_lm, pairs, config)
-    rows = _sample_rows(pairs, before, after, reference)
+    rows = sample_rows(pairs, before, after, reference)
     atomic_write_text(run.samples("quantize"),
                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    means = {"before": _means(before), "after": _means(after),
-             "original": None if reference is None else _means(reference)}
+    means = {"before": mean_scores(before), "after": mean_scores(after),
+             "original": None if reference is None else mean_scores(reference)}
     summary = {
         "model": str(config.model),
         "kind": kind,
@@ -173,29 +173,3 @@ def quantised_layers(roots: Sequence[nn.Module], bits: int) -> dict[str, Any]:
     if quantised == 0:
         raise ModelError(f"no linear layer of the model was quantised to {bits} bits")
     return {"qtype": names, "linear_layers": quantised, "kept_in_float": sorted(set(kept))}
-
-
-def _means(scores: ForgetScores) -> dict[str, float]:
-    return {"prob": float(scores.prob.mean()), "rouge": float(scores.rouge.mean())}
-
-
-def _kind_and_original(config: QuantizeConfig) -> tuple[str, str | None]:
-    manifest = read_manifest(config.model) or {}
-    kind = manifest.get("kind", "plain")
-    if config.original is not None:
-        return kind, str(config.original)
-    named = manifest.get("target")
-    return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
-
-
-def _sample_rows(pairs: Sequence[QAPair], before: ForgetScores, after: ForgetScores,
-                 original: ForgetScores | None) -> list[dict[str, Any]]:
-    rows = []
-    for i, pair in enumerate(pairs):
-        row: dict[str, Any] = {"index": i, "question": pair.question, "truth": pair.answer}
-        for label, scores in (("before", before), ("after", after), ("original", original)):
-            row[f"{label}_prob"] = None if scores is None else float(scores.prob[i])
-            row[f"{label}_rouge"] = None if scores is None else float(scores.rouge[i])
-            row[f"{label}_answer"] = None if scores is None else scores.answers[i]
-        rows.append(row)
-    return rows

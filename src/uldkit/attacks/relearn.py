@@ -38,14 +38,14 @@ import torch
 from accelerate import Accelerator
 
 from uldkit.attacks.attack_lora import ATTACK_DESCRIPTIONS, SUPPORTED_KINDS, with_attack_lora
-from uldkit.attacks.attacked import AttackedModel, ForgetScores, score_forget_set
+from uldkit.attacks.attacked import AttackedModel, mean_scores, sample_rows, score_forget_set
 from uldkit.data.formatting import encode_pairs
 from uldkit.data.sources import DataSource
 from uldkit.data.types import QAPair
 from uldkit.errors import ConfigError, DataError
 from uldkit.io import atomic_write_json, atomic_write_text
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import SAMPLE_FILES, SUMMARY_FILES, RunDir, read_manifest
+from uldkit.training.run_dir import SAMPLE_FILES, SUMMARY_FILES, RunDir
 from uldkit.training.run_start import check_apart, start_run
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 from uldkit.unlearning.load import load_language_model
@@ -124,11 +124,13 @@ def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
         original_lm = load_language_model(original, device=config.device)
         reference = score_forget_set(original_lm, pairs, config)
 
-    rows = _sample_rows(pairs, set(trained_on), before, after, reference)
+    roles = set(trained_on)
+    rows = sample_rows(pairs, before, after, reference,
+                       lambda i: "trained_on" if i in roles else "held_out")
     atomic_write_text(run.samples("relearn"),
                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    means = {"before": _means(before, held_out), "after": _means(after, held_out),
-             "original": None if reference is None else _means(reference, held_out)}
+    means = {"before": mean_scores(before, held_out), "after": mean_scores(after, held_out),
+             "original": None if reference is None else mean_scores(reference, held_out)}
     summary = {
         "model": str(config.model),
         "kind": kind,
@@ -144,8 +146,8 @@ def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
         "trained_on": len(trained_on),
         "held_out": len(held_out),
         **means,
-        "before_trained_on": _means(before, trained_on),
-        "after_trained_on": _means(after, trained_on),
+        "before_trained_on": mean_scores(before, trained_on),
+        "after_trained_on": mean_scores(after, trained_on),
         "original_model": original,
         "recovered": recovered_share(means["before"], means["after"], means["original"]),
         "final_loss": train["final_loss"],
@@ -158,15 +160,11 @@ def _attack(config: RelearnConfig, run: RunDir, pairs: list[QAPair],
 
 # ---- steps --------------------------------------------------------------------------------------
 def _kind_and_original(config: RelearnConfig) -> tuple[str, str | None]:
-    manifest = read_manifest(config.model) or {}
-    kind = manifest.get("kind", "plain")
+    kind, original = config.kind_and_original()
     if kind not in SUPPORTED_KINDS:
         raise ConfigError(f"'{config.model}' is a '{kind}' model; the relearning attack "
                           f"supports {', '.join(SUPPORTED_KINDS)} models")
-    if config.original is not None:
-        return kind, str(config.original)
-    named = manifest.get("target")
-    return kind, str(named) if isinstance(named, str) and Path(named).is_dir() else None
+    return kind, original
 
 
 def _train(model: torch.nn.Module, tokenizer, pairs: list[QAPair], config: RelearnConfig,
@@ -185,11 +183,6 @@ def _train(model: torch.nn.Module, tokenizer, pairs: list[QAPair], config: Relea
     return {"steps": result.steps, "final_loss": result.final_loss}
 
 
-def _means(scores: ForgetScores, indices: Sequence[int]) -> dict[str, float]:
-    return {"prob": float(scores.prob[indices].mean()),
-            "rouge": float(scores.rouge[indices].mean())}
-
-
 def recovered_share(before: dict[str, float], after: dict[str, float],
                original: dict[str, float] | None) -> dict[str, float | None]:
     result: dict[str, float | None] = {}
@@ -198,17 +191,3 @@ def recovered_share(before: dict[str, float], after: dict[str, float],
         result[metric] = (None if gap is None or abs(gap) < RECOVERY_FLOOR
                           else (after[metric] - before[metric]) / gap)
     return result
-
-
-def _sample_rows(pairs: Sequence[QAPair], trained_on: set[int], before: ForgetScores,
-                 after: ForgetScores, original: ForgetScores | None) -> list[dict[str, Any]]:
-    rows = []
-    for i, pair in enumerate(pairs):
-        row: dict[str, Any] = {"index": i, "role": "trained_on" if i in trained_on else "held_out",
-                               "question": pair.question, "truth": pair.answer}
-        for label, scores in (("before", before), ("after", after), ("original", original)):
-            row[f"{label}_prob"] = None if scores is None else float(scores.prob[i])
-            row[f"{label}_rouge"] = None if scores is None else float(scores.rouge[i])
-            row[f"{label}_answer"] = None if scores is None else scores.answers[i]
-        rows.append(row)
-    return rows
