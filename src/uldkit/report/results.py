@@ -301,11 +301,9 @@ def _parse_mia(value: Any, source: Path, where: str) -> MiaResult | None:
                                                                      f"{where}.texts"))
 
 
-def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise DataError(f"{source}: {where} must be an object")
+def _attack_figures(value: dict, source: Path, where: str) -> dict[str, Any]:
+    """An attack summary's before / after / original / recovered prob and rouge (only the
+    original may be null)."""
     parts: dict[str, Any] = {}
     for key in RELEARN_KEYS:
         if key not in value:
@@ -313,6 +311,15 @@ def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None
         parts[key] = _parse_numbers(value[key], ("prob", "rouge"), source, f"{where}.{key}")
         if parts[key] is None and key != "original":
             raise DataError(f"{source}: {where}.{key} must be an object of prob and rouge")
+    return parts
+
+
+def _parse_relearn(value: Any, source: Path, where: str) -> RelearnResult | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {where} must be an object")
+    parts = _attack_figures(value, source, where)
     counts = {key: _optional_number(value.get(key), source, f"{where}.{key}")
               for key in ("trained_on", "held_out", "steps")}
     return RelearnResult(
@@ -333,13 +340,7 @@ def _parse_quantize(value: Any, source: Path, where: str) -> tuple[QuantizeResul
         at = f"{where}.{bits}"
         if not isinstance(attack, dict):
             raise DataError(f"{source}: {at} must be an object")
-        parts: dict[str, Any] = {}
-        for key in RELEARN_KEYS:
-            if key not in attack:
-                raise DataError(f"{source}: {at} is missing {key!r}")
-            parts[key] = _parse_numbers(attack[key], ("prob", "rouge"), source, f"{at}.{key}")
-            if parts[key] is None and key != "original":
-                raise DataError(f"{source}: {at}.{key} must be an object of prob and rouge")
+        parts = _attack_figures(attack, source, at)
         number = _optional_number(attack.get("bits", bits if str(bits).isdigit() else None),
                                   source, f"{at}.bits")
         if number is None:
