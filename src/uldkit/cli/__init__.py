@@ -87,9 +87,22 @@ def main(argv: list[str] | None = None) -> None:
                       f"installed: {escape(extra.install)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as err:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
+        if isinstance(err, _click_exceptions()):
             err.show()
             sys.exit(err.exit_code)
         raise
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Click's usage-error classes: click's own, and the copy of click that newer typer
+    releases vendor (their usage errors are not click.ClickException)."""
+    import click
+
+    classes: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as vendored
+    except ImportError:
+        pass
+    else:
+        classes.append(vendored)
+    return tuple(classes)
