@@ -86,7 +86,7 @@ def test_the_run_trains_unlearns_and_evaluates_on_the_real_files(tofu_real_demo,
                              "eval_real_author_wo_options.json": {3},
                              "eval_real_world_wo_options.json": {3}}, name
         assert len(log["eval_log_forget.json"]["avg_gt_loss"]) == 20
-        assert "retain authors neither model trained on (1;" in row["mia"]["texts"], name
+        assert "retain authors neither model trained on (1)" in row["mia"]["texts"], name
     uld_config = json.loads((out / "methods" / "uld" / "run_config.json").read_text())["config"]
     assert uld_config["data"] == str(data) and uld_config["train"]["epochs"] == 1
     assert uld_config["max_length"] == 256  # TOFU's longest pairs stay whole
@@ -96,6 +96,8 @@ def test_the_held_out_author_is_the_next_retain_author(tofu_dir, tmp_path):
     inputs = prepare_tofu_real(tofu_dir, tmp_path, "forget10", 2, 1, forget_authors=1)
     retain90 = load_tofu(tofu_dir, "retain90")
     assert inputs.mia_texts.holdout == [p.answer for p in retain90.pairs[40:60]]
+    # kept beside the data, for `uldkit calibrate --holdout-data`
+    assert load_tofu(tmp_path / "data" / "mia_holdout.json").pairs == retain90.pairs[40:60]
     trained = {p.answer for p in load_tofu(tmp_path / "data", "retain90")}
     assert trained.isdisjoint(inputs.mia_texts.holdout)
 
@@ -109,6 +111,7 @@ def test_full_tofu_is_one_flag_away(tofu_dir, tmp_path):
     assert len(load_tofu(tmp_path / "data", "retain90")) == 3600
     assert len(load_tofu(tmp_path / "data", "retain_perturbed")) == 400
     assert inputs.mia_texts is None and inputs.retain_authors == 180
+    assert not (tmp_path / "data" / "mia_holdout.json").exists()
 
 
 def test_cpu_subset_is_forget10_and_retain_perturbeds_authors(tofu_dir, tmp_path, monkeypatch):

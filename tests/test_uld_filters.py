@@ -205,3 +205,36 @@ def test_calibrate_writes_the_frontier(uld_run, trained_world, tmp_path, capsys)
     assert summary["frontier"] == summary["points"]
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["conclusion"] in capsys.readouterr().out
+
+
+def test_calibrate_reads_a_data_folder_and_its_own_non_members(uld_run, trained_world,
+                                                                tmp_path, capsys):
+    # the synthetic world written in TOFU's layout, and never-trained QA pairs as a file:
+    # how a tofu-real demo's data/ and data/mia_holdout.json are calibrated
+    data = tmp_path / "world"
+    main(["data", "synth", "--out", str(data), "--people", "20"])
+    holdout = trained_world.source.load("world_facts_perturbed")[:6]
+    (tmp_path / "holdout.json").write_text(json.dumps(
+        [{"question": p.question, "answer": p.answer} for p in holdout]))
+    out = tmp_path / "calibration"
+    main(["calibrate", "--model", str(uld_run), "--retain-model", str(trained_world.retain),
+          "--out", str(out), "--data", str(data), "--holdout-data",
+          str(tmp_path / "holdout.json"), "--alpha", "1", "--tau", "0", "--refine", "0",
+          "--max-new-tokens", "4"])
+    summary = json.loads((out / "calibration.json").read_text())
+    assert f"vs the 6 answers in {tmp_path / 'holdout.json'}" in summary["texts"]
+    assert len(summary["points"]) == 1 and 0 < summary["points"][0]["model_utility"] < 1
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data", "DATA"], "--holdout-data FILE"),
+    (["--holdout-data", "x.json"], "for --data other than synthetic")])
+def test_calibrate_needs_non_members_that_fit_its_data(flags, message, tmp_path, capsys):
+    flags = [str(tmp_path) if f == "DATA" else f for f in flags]
+    with pytest.raises(SystemExit) as done:
+        main(["calibrate", "--model", str(tmp_path / "nothing"), "--retain-model",
+              str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), *flags])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -52,6 +52,11 @@ def calibrate_command(
     refine: int = typer.Option(DEFAULT_REFINE, "--refine",
                                help="Rounds of alpha midpoints around the best setting."),
     forget: str = typer.Option("forget10", "--forget", help="Forget split: forget01/05/10."),
+    data: str = options.DATA,
+    holdout_data: Path | None = typer.Option(
+        None, "--holdout-data", help="With --data other than synthetic: a JSON/JSONL file of "
+        "QA pairs neither model trained on, the MIA audit's non-members (a tofu-real demo "
+        "writes DIR/data/mia_holdout.json)."),
     people: int = options.PEOPLE,
     data_seed: int = options.DATA_SEED,
     holdout: int | None = typer.Option(
@@ -68,7 +73,8 @@ def calibrate_command(
     """Search ULD's inference settings against the MIA audit; report the frontier."""
     from uldkit.data.sources import DataSource
     from uldkit.data.synthetic import generate_world
-    from uldkit.demo.stages import qa_mia_texts
+    from uldkit.data.tofu import load_tofu
+    from uldkit.demo.stages import pair_mia_texts, qa_mia_texts
     from uldkit.eval.calibration import MiaData, calibrate_uld
     from uldkit.eval.tofu_eval import evaluate_tofu
     from uldkit.models.lm import LanguageModel
@@ -81,12 +87,22 @@ def calibrate_command(
                            tuple(filter or ("strict",)))
     if not 0 < min_utility <= 1 or tolerance < 0 or refine < 0:
         raise ConfigError("--min-utility must be in (0, 1], --tolerance and --refine >= 0")
-    holdout = holdout or _recorded_holdout(retain_model)
-    if not holdout:
-        raise ConfigError("the MIA audit needs held-out people: pass --holdout N (the "
-                          "holdout_people the models were fine-tuned with)")
-    source = DataSource("synthetic", people=people, seed=data_seed)
-    texts = qa_mia_texts(generate_world(people, data_seed, holdout), source.load(forget))
+    source = DataSource(data, people=people, seed=data_seed)
+    if source.is_synthetic:
+        if holdout_data is not None:
+            raise ConfigError("--holdout-data is for --data other than synthetic (the "
+                              "synthetic world's held-out people are --holdout)")
+        holdout = holdout or _recorded_holdout(retain_model)
+        if not holdout:
+            raise ConfigError("the MIA audit needs held-out people: pass --holdout N (the "
+                              "holdout_people the models were fine-tuned with)")
+        texts = qa_mia_texts(generate_world(people, data_seed, holdout), source.load(forget))
+    elif holdout_data is None:
+        raise ConfigError("the MIA audit needs non-members: pass --holdout-data FILE, QA "
+                          "pairs neither model trained on")
+    else:
+        texts = pair_mia_texts(source.load(forget), load_tofu(holdout_data),
+                               f"in {holdout_data}")
     load = dict(device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     uld = load_language_model(model, **load)
     if not isinstance(uld, LogitDifferenceModel):
@@ -103,8 +119,10 @@ def calibrate_command(
     config = {"model": str(model), "retain_model": str(retain_model),
               "alphas": list(grid.alphas), "taus": list(grid.taus),
               "filters": list(grid.filters), "min_utility": min_utility,
-              "tolerance": tolerance, "refine": refine, "forget": forget, "people": people,
-              "data_seed": data_seed, "holdout": holdout, "max_new_tokens": max_new_tokens,
+              "tolerance": tolerance, "refine": refine, "forget": forget, "data": data,
+              "holdout_data": None if holdout_data is None else str(holdout_data),
+              "people": people, "data_seed": data_seed, "holdout": holdout,
+              "max_new_tokens": max_new_tokens,
               "device": device}
     console = Console()
     with start_run(out, "calibrate", config, overwrite=overwrite) as run:

@@ -98,20 +98,28 @@ class MiaTexts:
     holdout_questions: list[str] | None = None
 
 
+def pair_mia_texts(forget: Sequence[QAPair], holdout: Sequence[QAPair],
+                   holdout_source: str) -> MiaTexts:
+    """QA mode: the forget answers (trained) against `holdout` answers (never trained),
+    each scored after its question; `holdout_source` says where the non-members come from."""
+    if not holdout:
+        raise ConfigError("the MIA audit needs held-out answers: the holdout set is empty")
+    return MiaTexts(
+        forget=[p.answer for p in forget], holdout=[p.answer for p in holdout],
+        forget_questions=[p.question for p in forget],
+        holdout_questions=[p.question for p in holdout],
+        description=(f"answers to the {len(forget)} forget questions vs the {len(holdout)} "
+                     f"answers {holdout_source} (answer tokens scored after the question)"),
+    )
+
+
 def qa_mia_texts(world: SyntheticWorld, forget: Sequence[QAPair]) -> MiaTexts:
     """TOFU mode: the forget answers (trained as QA) against the held-out people's answers
     (never trained; the same questions about other people)."""
     holdout = [fact.pair for person in world.holdout for fact in world.facts[person.name]]
     if not holdout:
         raise ConfigError("the MIA audit needs held-out people (holdout > 0)")
-    return MiaTexts(
-        forget=[p.answer for p in forget], holdout=[p.answer for p in holdout],
-        forget_questions=[p.question for p in forget],
-        holdout_questions=[p.question for p in holdout],
-        description=(f"answers to the {len(forget)} forget questions vs the {len(holdout)} "
-                     f"answers about {len(world.holdout)} held-out people (answer tokens "
-                     "scored after the question)"),
-    )
+    return pair_mia_texts(forget, holdout, f"about {len(world.holdout)} held-out people")
 
 
 def mia_stage(path: Path, model: LazyModel, retain: LazyModel, texts: MiaTexts) -> dict:

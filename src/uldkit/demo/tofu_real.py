@@ -17,8 +17,8 @@ fine-tuning, unlearning and evaluation read it as they read TOFU itself:
 - the ULD augmentation (aug/) and TOFU's refusals, copied.
 
 The MIA audit's non-members are `holdout` retain authors after the kept ones: TOFU authors
-neither model trained on. `--full` keeps every retain author, so none are left to hold out
-and the audit is skipped.
+neither model trained on, written to `data/mia_holdout.json`. `--full` keeps every retain
+author, so none are left to hold out and the audit is skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from uldkit.data.records import read_located_records
 from uldkit.data.sources import TOFU_DIR_ENV, DataSource
 from uldkit.data.tofu import load_tofu, retain_split_for
 from uldkit.demo.settings import checked_training, unlearn_settings
-from uldkit.demo.stages import MiaTexts
+from uldkit.demo.stages import MiaTexts, pair_mia_texts
 from uldkit.errors import ConfigError
 from uldkit.io import atomic_write_json
 
@@ -42,6 +42,9 @@ TOFU_AUTHORS = 200
 CPU_RETAIN_AUTHORS = 20  # retain_perturbed.json's authors: the first 20 of retain90
 CPU_HOLDOUT_AUTHORS = 10
 UTILITY_SPLITS = ("real_authors_perturbed", "world_facts_perturbed")
+# The held-out authors' QA pairs, written beside the run's data: the MIA audit's
+# non-members (`uldkit calibrate --holdout-data`).
+HOLDOUT_FILE = "mia_holdout.json"
 # TOFU's answers run to 250 tokens with question and prompt (a 1,024-token vocabulary
 # trained on TOFU): 256 keeps every pair whole.
 MAX_LENGTH = 256
@@ -102,9 +105,11 @@ def prepare_tofu_real(root: Path, out: Path, forget: str, retain_authors: int | 
         _copy(root / "aug" / forget / name, data_dir / "aug" / forget / name)
     _copy(root / "idontknow.jsonl", data_dir / "idontknow.jsonl")
     holdout = retain_rows[kept * AUTHOR_PAIRS:(kept + holdout_authors) * AUTHOR_PAIRS]
+    if holdout:
+        atomic_write_json(data_dir / HOLDOUT_FILE, holdout)
     source = DataSource(str(data_dir))
     return TofuRealInputs(
-        source=source, mia_texts=_mia_texts(source, forget, holdout, holdout_authors),
+        source=source, mia_texts=_mia_texts(source, forget, data_dir, holdout_authors),
         forget_authors=len(forget_rows) // AUTHOR_PAIRS, retain_authors=kept)
 
 
@@ -125,19 +130,12 @@ def _kept_authors(retain_split: str, rows: int, retain_authors: int | None,
     return kept
 
 
-def _mia_texts(source: DataSource, forget: str, holdout: list[dict[str, Any]],
+def _mia_texts(source: DataSource, forget: str, data_dir: Path,
                authors: int) -> MiaTexts | None:
-    if not holdout:
+    if not (data_dir / HOLDOUT_FILE).is_file():
         return None
-    pairs = source.load(forget)
-    return MiaTexts(
-        forget=[p.answer for p in pairs], holdout=[row["answer"] for row in holdout],
-        forget_questions=[p.question for p in pairs],
-        holdout_questions=[row["question"] for row in holdout],
-        description=(f"answers to the {len(pairs)} forget questions vs the {len(holdout)} "
-                     f"answers of TOFU retain authors neither model trained on ({authors}; "
-                     "answer tokens scored after the question)"),
-    )
+    return pair_mia_texts(source.load(forget), load_tofu(data_dir / HOLDOUT_FILE),
+                          f"of TOFU retain authors neither model trained on ({authors})")
 
 
 def _rows(root: Path, split: str) -> list[dict[str, Any]]:
