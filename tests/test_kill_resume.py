@@ -23,8 +23,9 @@ from safetensors.torch import load_file
 
 from uldkit.training.run_dir import Checkpoint, RunDir
 
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                     reason="needs a CUDA device"))
+CUDA = pytest.param("cuda", marks=[
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])

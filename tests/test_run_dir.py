@@ -241,8 +241,9 @@ def _lora_trainer(checkpoints, device: str, stop_at: int | None = None) -> Train
                    checkpoint_dir=checkpoints, accelerator=accelerator, on_step=interrupt)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])])
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, device, fresh_accelerate_state):
     straight = _lora_trainer(tmp_path / "straight", device)
     initial = {n: t.clone() for n, t in straight.trainable_state().items()}
