@@ -36,6 +36,7 @@ def unlearn_command(
     checkpoint_every: int = 1,
     seed: int = 3,
     params: Sequence[str] = (),
+    device: str | None = None,
 ) -> list[str]:
     """The `uldkit unlearn` command line of one run (add "--resume" to continue it)."""
     command = [sys.executable, "-m", "uldkit", "unlearn", "--method", method,
@@ -44,6 +45,8 @@ def unlearn_command(
                "--checkpoint-every", str(checkpoint_every), "--seed", str(seed)]
     for param in params:
         command += ["--param", param]
+    if device is not None:
+        command += ["--device", device]
     return command
 
 

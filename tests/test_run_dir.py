@@ -1,15 +1,21 @@
 """The run directory and resume: a resume with other settings is refused before anything is
 touched, --overwrite keeps the finished run until the new one has finished, and a trainer
-checkpoint restores every RNG and the fp16 loss scaler and is refused for other settings."""
+checkpoint restores every RNG and the fp16 loss scaler (an interrupted run resumes bit for
+bit, on CPU and on CUDA) and is refused for other settings."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import GradScalerKwargs
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import uldkit.cli.finetune_cmd  # noqa: F401  (registers the commands these tests run)
@@ -19,7 +25,7 @@ from uldkit.cli import main
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError
 from uldkit.training.losses import NextTokenObjective
-from uldkit.training.run_dir import RunDir
+from uldkit.training.run_dir import Checkpoint, RunDir
 from uldkit.training.run_start import building_dir
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
 
@@ -122,11 +128,11 @@ def test_overwrite_that_fails_part_way_keeps_the_finished_run(trained_world, tmp
 
 
 # --- trainer checkpoints ------------------------------------------------------------------------
-def _tiny_model(seed: int = 0) -> LlamaForCausalLM:
+def _tiny_model(seed: int = 0, **config) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     return LlamaForCausalLM(LlamaConfig(
         vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32, **config))
 
 
 def _examples(offset: int = 0) -> list[Encoded]:
@@ -195,6 +201,74 @@ def test_a_step_the_scaler_skipped_does_not_step_the_schedule(tmp_path):
     checkpoint = sorted(p for p in tmp_path.iterdir() if p.name.startswith("step-"))[-1]
     assert (checkpoint / "scaler.json").is_file()
     assert not [p for p in checkpoint.iterdir() if p.suffix not in (".json", ".safetensors", "")]
+
+
+# --- issue 18 item 13: an interrupted run resumes bit for bit, on CPU and on CUDA -------------
+class _Interrupted(Exception):
+    """Stands for the process dying after a step (the checkpoint before it is on disk)."""
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one state per process whose device and mixed precision cannot change
+    once set: these tests choose their own, and leave none behind for the next test."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _lora_trainer(checkpoints, device: str, stop_at: int | None = None) -> Trainer:
+    """LoRA with dropout (it draws from the device's RNG) on a tiny model; on CUDA in fp16 mixed
+    precision with a loss scaler that grows every step, so it overflows and skips some steps."""
+    # eager attention: its backward has no atomics, so a CUDA run repeats itself exactly
+    model = get_peft_model(_tiny_model(attn_implementation="eager"), LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["q_proj", "v_proj", "down_proj"]))
+    if device == "cuda":
+        accelerator = Accelerator(mixed_precision="fp16",
+                                  kwargs_handlers=[GradScalerKwargs(growth_interval=1)])
+        assert accelerator.scaler is not None
+    else:
+        accelerator = Accelerator(cpu=True, mixed_precision="no")
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == stop_at:
+            raise _Interrupted(step)
+
+    config = TrainConfig(epochs=3, batch_size=2, lr=1e-2, checkpoint_every=1,
+                         show_progress=False)
+    return Trainer(model, NextTokenObjective("train"),
+                   StreamData({"train": _examples()}, primary="train"), config, pad_token_id=0,
+                   checkpoint_dir=checkpoints, accelerator=accelerator, on_step=interrupt)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, device, fresh_accelerate_state):
+    straight = _lora_trainer(tmp_path / "straight", device)
+    initial = {n: t.clone() for n, t in straight.trainable_state().items()}
+    straight.train()
+    expected = straight.trainable_state()
+    assert any(not torch.equal(expected[n], initial[n]) for n in expected)
+
+    with pytest.raises(_Interrupted):  # dies in step 6; step 5's checkpoint is complete
+        _lora_trainer(tmp_path / "run", device, stop_at=6).train()
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)  # and every CUDA device's RNG
+    resumed = _lora_trainer(tmp_path / "run", device)
+    assert resumed.train(resume=True).resumed_from == 5
+    actual = resumed.trainable_state()
+    assert expected.keys() == actual.keys()
+    for name, value in expected.items():
+        assert torch.equal(actual[name], value), name
+
+    checkpoint = resumed.latest_checkpoint()
+    rng = load_file(str(Checkpoint(checkpoint).rng_tensors(0)))
+    assert ("cuda.0" in rng) == (device == "cuda")
+    assert Checkpoint(checkpoint).scaler.is_file() == (device == "cuda")
+    if device == "cuda":
+        saved = json.loads(Checkpoint(checkpoint).scaler.read_text())
+        assert saved["scale"] == resumed.accelerator.scaler.get_scale()
+        assert resumed.accelerator.scaler.get_scale() == straight.accelerator.scaler.get_scale()
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

@@ -51,7 +51,7 @@ class Extra:
 
 
 EXTRAS: tuple[Extra, ...] = (
-    Extra("serve", ("fastapi", "uvicorn", "httpx"),
+    Extra("serve", ("fastapi", "starlette", "uvicorn", "httpx"),
           "uldkit serve: the OpenAI-compatible HTTP API and the playground page"),
     Extra("datasets", ("datasets",),
           "--data with a Hugging Face hub dataset or a save_to_disk folder; from_hf_dataset"),
