@@ -16,7 +16,10 @@ which say which script wrote it, when, and from which results file. It then runs
 frontier sweeps (SWEEPS: NPO and GradDiff over learning rates, ULD over alpha, the same
 seeds, on the first seed's models; `uldkit sweep`), draws docs/sweep_frontier.png and
 rewrites the README's sweep table between `<!-- readme_figures.py sweep: begin ... -->` and
-`<!-- readme_figures.py sweep: end -->` (`--no-sweep` keeps the table it has). `--table-only` rewrites
+`<!-- readme_figures.py sweep: end -->` (`--no-sweep` keeps the table it has). Last, the MUSE
+demo over the same seeds (OUT/muse) gives the README's MUSE table between
+`<!-- readme_figures.py muse: begin ... -->` and its end marker (`--no-muse` keeps it;
+`--only-muse` runs only that and keeps the rest). `--table-only` rewrites
 the README from the results file without running anything. tests/test_readme_figures.py
 checks that every number in that table appears in the committed results file.
 
@@ -41,7 +44,7 @@ README = ROOT / "README.md"
 PLOT = ROOT / "docs" / "demo_tradeoff.png"
 FRONTIER_PLOT = ROOT / "docs" / "sweep_frontier.png"
 SCRIPT = "scripts/readme_figures.py"
-BLOCKS = ("demo", "sweep")  # the README's blocks, each between its own markers
+BLOCKS = ("demo", "sweep", "muse")  # the README's blocks, each between its own markers
 
 
 def markers(kind: str) -> tuple[str, str]:
@@ -66,6 +69,16 @@ COLUMNS = (
 )
 RANGE_COLUMNS = ("forget_quality", "model_utility")  # also shown as min–max
 
+# The MUSE demo's table (`uldkit demo --benchmark muse`, the same seeds): MUSE's six-way
+# figures of each model (path under its "muse" block), and issue 17's aims on them.
+MUSE_COLUMNS = (
+    ("VerbMem on D_f ↓", "verbmem_forget", "{:.3f}"),
+    ("KnowMem on D_f ↓", "knowmem_forget", "{:.3f}"),
+    ("KnowMem on D_r ↑", "knowmem_retain", "{:.3f}"),
+    ("utility preserved ↑", "utility_preserved", "{:.1%}"),
+    ("PrivLeak (→ 0)", "privleak", "{:.3f}"),
+)
+
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from uldkit.demo.seeds import run_demo_seeds
@@ -75,6 +88,22 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                         retain=args.retain)
     combined = run_demo_seeds(config, args.seeds, log=print)
     return figures_file(combined, args)
+
+
+def run_muse(args: argparse.Namespace) -> dict[str, Any]:
+    """The MUSE demo over the same seeds (each fine-tuning its own models), in OUT/muse."""
+    from uldkit.demo.seeds import run_demo_seeds
+    from uldkit.demo.settings import DemoConfig
+    from uldkit.report.seeds import seeds_of, spreads
+
+    config = DemoConfig(out=str(Path(args.out) / "muse"), benchmark="muse", seed=args.seed)
+    combined = run_demo_seeds(config, args.seeds, log=print)
+    rows = {}
+    for name in ["target", "retain", *combined["methods"]]:
+        prefix = name if name in ("target", "retain") else f"methods/{name}"
+        found = spreads(combined, f"{prefix}/muse")
+        rows[name] = {key: found[key].to_dict() for _, key, _ in MUSE_COLUMNS if key in found}
+    return {"seeds": seeds_of(combined), "rows": rows}
 
 
 def figures_file(combined: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -158,7 +187,7 @@ def _cell(spread: dict[str, Any] | None, pattern: str, with_range: bool, name: s
 def block(figures: dict[str, Any], kind: str = "demo") -> str:
     """A README block: markers naming the script, the time and the results file."""
     begin, end = markers(kind)
-    table = markdown_table(figures) if kind == "demo" else sweep_table(figures)
+    table = {"demo": markdown_table, "sweep": sweep_table, "muse": muse_table}[kind](figures)
     return (f"{begin}: written by {SCRIPT} on {figures['written']} from "
             f"docs/readme_figures.json; edit by rerunning the script -->\n{table}{end}")
 
@@ -180,7 +209,7 @@ def rewrite_readme(readme: Path, figures: dict[str, Any]) -> None:
 
 def blocks_of(figures: dict[str, Any]) -> list[str]:
     """The README blocks a results file has figures for."""
-    return ["demo", *(["sweep"] if figures.get("sweep") else [])]
+    return ["demo", *(kind for kind in ("sweep", "muse") if figures.get(kind))]
 
 
 def readme_block(readme: Path, kind: str = "demo") -> str | None:
@@ -261,6 +290,24 @@ def _sweep_cell(point: Any, key: str, pattern: str) -> str:
             f"({pattern.format(spread.low)}–{pattern.format(spread.high)})")
 
 
+def muse_table(figures: dict[str, Any]) -> str:
+    """The MUSE demo's table: each model's figures as mean ± sample std over the seeds."""
+    muse = figures["muse"]
+    head = ["model", *(title for title, _, _ in MUSE_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in muse["rows"].items():
+        cells = [f"**{name}**" if name == "uld" else name]
+        cells += [_cell(row.get(key), pattern, False, name, key)
+                  for _, key, pattern in MUSE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± sample standard deviation over seeds "
+              f"{', '.join(map(str, muse['seeds']))} of `uldkit demo --benchmark muse` (each "
+              "seed fine-tuning its own target and retain models). Utility preserved: KnowMem "
+              "on D_r as a share of the target's. Every seed's value: "
+              "`docs/readme_figures.json`."]
+    return "\n".join(lines) + "\n"
+
+
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?%?")
 
 
@@ -268,9 +315,12 @@ def unbacked_numbers(table_block: str, figures: dict[str, Any]) -> list[str]:
     """Numbers in the block's table rows that no value of the results file, formatted as
     the table formats figures, gives: a figure edited by hand."""
     shown = set()
-    patterns = {pattern for _, _, pattern in COLUMNS} | {"{:.0f}", "{}", "{:g}"}
-    for value in _numbers({"rows": figures["rows"], "sweep": figures.get("sweep")}):
-        shown |= {pattern.format(value) for pattern in patterns}
+    patterns = ({pattern for _, _, pattern in (*COLUMNS, *MUSE_COLUMNS)}
+                | {"{:.0f}", "{}", "{:g}"})
+    for value in _numbers({"rows": figures["rows"], "sweep": figures.get("sweep"),
+                           "muse": figures.get("muse")}):
+        # the table's signs are not matched by NUMBER: a negative figure shows as its size
+        shown |= {pattern.format(abs(value)) for pattern in patterns}
     rows = [line for line in table_block.splitlines()
             if line.startswith("|") and not line.startswith("|---")][1:]
     return [number for line in rows for number in NUMBER.findall(line) if number not in shown]
@@ -299,6 +349,10 @@ def main() -> None:
                         help="skip the frontier sweeps (keep the README's sweep table)")
     parser.add_argument("--sweep-models", help="a directory holding the target/ and retain/ "
                         "models the sweeps unlearn (default: OUT/seed-<first>)")
+    parser.add_argument("--no-muse", action="store_true",
+                        help="skip the MUSE demo's seeds (keep the README's MUSE table)")
+    parser.add_argument("--only-muse", action="store_true",
+                        help="run only the MUSE demo's seeds; keep the other tables' figures")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the README from --results without running the demo")
     args = parser.parse_args()
@@ -306,6 +360,14 @@ def main() -> None:
         parser.error("the README's figures come from at least 3 seeds")
     if args.table_only:
         figures = json.loads(args.results.read_text(encoding="utf-8"))
+    elif args.only_muse:
+        from uldkit.io import atomic_write_json
+
+        figures = json.loads(args.results.read_text(encoding="utf-8"))
+        figures["muse"] = run_muse(args)
+        figures["muse"]["command"] = "python " + " ".join([SCRIPT, *sys.argv[1:]])
+        figures["written"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        atomic_write_json(args.results, figures)
     else:
         from uldkit.io import atomic_write_json
 
@@ -318,6 +380,10 @@ def main() -> None:
             FRONTIER_PLOT.write_bytes(frontier_png(sweep_points(figures), references))
         elif args.results.is_file():
             figures["sweep"] = json.loads(args.results.read_text()).get("sweep")
+        if not args.no_muse:
+            figures["muse"] = run_muse(args)
+        elif args.results.is_file():
+            figures["muse"] = json.loads(args.results.read_text()).get("muse")
         atomic_write_json(args.results, figures)
         # the README's plot: the seeds' means with min-max error bars
         PLOT.write_bytes((args.out / "report" / "tradeoff.png").read_bytes())
@@ -325,6 +391,8 @@ def main() -> None:
     print(markdown_table(figures))
     if figures.get("sweep"):
         print(sweep_table(figures))
+    if figures.get("muse"):
+        print(muse_table(figures))
     print(f"wrote {args.results} and the table in {args.readme}")
 
 
