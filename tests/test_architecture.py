@@ -9,6 +9,7 @@ import order.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,61 @@ def test_the_checks_catch_what_they_claim(mistake):
     else:
         graph = {"uldkit.demo.a": {"uldkit.demo.b"}, "uldkit.demo.b": {"uldkit.demo.a"}}
         assert cycles(graph) == [["uldkit.demo.a", "uldkit.demo.b"]]
+
+
+# --- the run directory alone names a run's files -----------------------------------------------
+RUN_DIR = PACKAGE / "training" / "run_dir.py"
+FILE_NAME = re.compile(r"^\w[\w.-]*\.(json|jsonl|safetensors|png|md|html)$")
+# Pieces of names that run_dir.py builds with an f-string (`seed-<s>`, `<set>.samples.jsonl`).
+NAME_PIECES = ("seed-", ".samples.jsonl")
+
+
+def run_dir_file_names() -> set[str]:
+    """Every file name run_dir.py spells (its name tables and constants)."""
+    tree = ast.parse(RUN_DIR.read_text(encoding="utf-8"))
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and FILE_NAME.match(node.value)}
+
+
+def run_dir_literals(source: str, names: set[str]) -> list[str]:
+    """The string constants in `source` that spell one of `names`, or a piece of an f-string
+    that is one of NAME_PIECES."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr):
+            found += [f"line {node.lineno}: f-string with {part.value!r}" for part in node.values
+                      if isinstance(part, ast.Constant) and part.value in NAME_PIECES]
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and node.value in names):
+            found.append(f"line {node.lineno}: {node.value!r}")
+    return found
+
+
+def test_only_the_run_directory_module_spells_a_run_file_name():
+    names = run_dir_file_names()
+    assert {"run_config.json", "eval_log_aggregated.json", "eval_log_forget.json",
+            "sweep.json", "frontier.md", "frontier.png", "report.html"} <= names
+    spelled = [f"{path.relative_to(PACKAGE)} {hit}"
+               for path in sorted(PACKAGE.rglob("*.py")) if path != RUN_DIR
+               for hit in run_dir_literals(path.read_text(encoding="utf-8"), names)]
+    assert not spelled, "run-directory file names outside training/run_dir.py (use RunDir):\n" \
+        + "\n".join(spelled)
+
+
+def test_the_file_name_check_catches_what_it_claims():
+    names = run_dir_file_names()
+    source = ('out / "eval_log_aggregated.json"\nout / f"seed-{seed}"\n'
+              'p / f"{stem}.samples.jsonl"\n"""mentions frontier.md in prose"""\n')
+    assert len(run_dir_literals(source, names)) == 3
+
+
+def test_a_method_is_one_file_under_100_lines():
+    # The issue's promise: adding a method is one file under 100 lines; what methods share
+    # lives in the stage's shared modules (editing, activations, hyperparameters, ...).
+    method_files = [path for path in sorted((PACKAGE / "methods").glob("*.py"))
+                    if "@register" in path.read_text(encoding="utf-8")]
+    assert len(method_files) >= 8
+    too_long = {path.name: lines for path in method_files
+                if (lines := len(path.read_text(encoding="utf-8").splitlines())) >= 100}
+    assert not too_long, f"method files of 100 lines or more: {too_long}"

@@ -234,9 +234,9 @@ def test_cli_show_empty_file_is_an_error(tmp_path):
     assert isinstance(result.exception, DataError) and "no records" in str(result.exception)
 
 
-@pytest.mark.parametrize(("alias", "value"), [("--tofu", "/work/shared/data/tofu"),
-                                               ("--synthetic", None)])
-def test_cli_show_old_flags_still_work_with_a_warning(alias, value):
+@pytest.mark.parametrize(("alias", "takes_folder"), [("--tofu", True), ("--synthetic", False)])
+def test_cli_show_old_flags_still_work_with_a_warning(alias, takes_folder, tofu_dir):
+    value = str(tofu_dir) if takes_folder else None
     args = [alias] + ([value] if value else [])
     result = runner.invoke(app, ["data", "show", *args, "--split", "forget10", "--rows", "0"])
     assert result.exit_code == 0, result.output
@@ -247,8 +247,8 @@ def test_cli_show_old_flags_still_work_with_a_warning(alias, value):
     assert result.stdout == expected.stdout and "forget10:" in result.stdout
 
 
-def test_cli_show_built_in_tofu_is_the_folder_uldkit_tofu_dir_names(monkeypatch):
-    monkeypatch.setenv("ULDKIT_TOFU_DIR", "/work/shared/data/tofu")
+def test_cli_show_built_in_tofu_is_the_folder_uldkit_tofu_dir_names(monkeypatch, tofu_dir):
+    monkeypatch.setenv("ULDKIT_TOFU_DIR", str(tofu_dir))
     result = runner.invoke(app, ["data", "show", "--data", "tofu", "--rows", "0"])
     assert result.exit_code == 0, result.output
     assert "forget10: 400 rows" in result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,6 @@ import torch
 import uldkit.cli.doctor_cmd  # noqa: F401  (registers the command these tests run)
 from uldkit import cli
 from uldkit.cli import main
-
-TOFU = Path("/work/shared/data/tofu")
 
 
 @pytest.fixture(autouse=True)
@@ -50,10 +47,9 @@ def test_doctor_reports_versions_device_extras_and_resources(monkeypatch, capsys
     assert "TOFU files: -: not checked: set ULDKIT_TOFU_DIR" in text
 
 
-@pytest.mark.skipif(not TOFU.is_dir(), reason=f"needs the TOFU files at {TOFU}")
-def test_doctor_finds_a_changed_and_a_missing_tofu_file(tmp_path, monkeypatch, capsys):
+def test_doctor_finds_a_changed_and_a_missing_tofu_file(tmp_path, monkeypatch, capsys, tofu_dir):
     copy = tmp_path / "tofu"
-    shutil.copytree(TOFU, copy, ignore=shutil.ignore_patterns("reference_logs"))
+    shutil.copytree(tofu_dir, copy, ignore=shutil.ignore_patterns("reference_logs"))
     monkeypatch.setenv("ULDKIT_TOFU_DIR", str(copy))
     lines, code = _doctor(capsys)
     assert code == 0 and "  TOFU files: ok: " in "\n".join(lines)

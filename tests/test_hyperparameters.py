@@ -20,8 +20,9 @@ from uldkit.unlearning.catalog import all_methods, get_method
 from uldkit.unlearning.run import checked_settings
 
 LORA = {"lora": False, "lora_r": 8, "lora_alpha": 32, "lora_dropout": 0.05}
-# Every method's keys and defaults as run_config.json and manifests recorded them before the
-# schemas: old runs compare and load against the same keys.
+# Every method's keys and defaults as run_config.json and manifests record them; runs made
+# before the schemas recorded the same keys, except ULD's, which held only those the user gave:
+# a resume completes such a record with these defaults (`Hyperparameters.completed`).
 RECORDED_DEFAULTS = {
     "grad_ascent": {**LORA, "forget_weight": 1.0},
     "grad_diff": {**LORA, "retain_weight": 1.0, "forget_weight": 1.0},
@@ -41,6 +42,13 @@ RECORDED_DEFAULTS = {
             "assistant": None},
     "offset": {"small_model": None, "loss": "grad_diff", "scale": 1.0},
 }
+
+
+def test_a_record_of_only_the_given_hyperparameters_is_completed_with_the_defaults():
+    uld = all_methods()["uld"].schema
+    assert uld.completed({"assistant_layers": 2, "lora_r": 8}) == {
+        **RECORDED_DEFAULTS["uld"], "assistant_layers": 2, "lora_r": 8}
+    assert uld.completed(RECORDED_DEFAULTS["uld"]) == RECORDED_DEFAULTS["uld"]
 
 
 def test_every_method_declares_a_schema_with_the_recorded_keys_and_help():

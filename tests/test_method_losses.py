@@ -12,10 +12,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from uldkit.data.collate import collate
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError
+from uldkit.methods.activations import activation_mse, control_vector
 from uldkit.methods.dpo import dpo_loss
 from uldkit.methods.editing import frozen_copy, sequence_logprob, token_kl
 from uldkit.methods.npo import npo_loss
-from uldkit.methods.rmu import activation_mse, control_vector
 from uldkit.methods.simnpo import simnpo_loss
 from uldkit.methods.undial import soft_cross_entropy, undial_targets
 from uldkit.training.trainer import StreamData, TrainConfig, Trainer
@@ -267,7 +267,7 @@ def test_rmu_finds_the_layers_and_mlp_outputs_of_other_families(family):
         PhiForCausalLM,
     )
 
-    from uldkit.methods.rmu import decoder_layers
+    from uldkit.methods.activations import decoder_layers, train_only_mlp_outputs
 
     small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                  intermediate_size=32)
@@ -279,7 +279,6 @@ def test_rmu_finds_the_layers_and_mlp_outputs_of_other_families(family):
     }[family]()
     layers = decoder_layers(model)
     assert len(layers) == 3
-    method = get_method("rmu")(layer=2, trained_layers=2)  # layers 1 and 2 train
-    method._train_mlp_outputs(model, layers)
+    train_only_mlp_outputs(model, layers[1:3])  # rmu's layer=2, trained_layers=2
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert len(trained) == 2 and all(".1." in n or ".2." in n for n in trained)

@@ -24,6 +24,7 @@ from uldkit import cli
 from uldkit.cli import main
 from uldkit.data.formatting import IGNORE_INDEX, Encoded
 from uldkit.errors import ConfigError
+from uldkit.io import atomic_write_json
 from uldkit.training.losses import NextTokenObjective
 from uldkit.training.run_dir import Checkpoint, RunDir
 from uldkit.training.run_start import building_dir
@@ -106,6 +107,47 @@ def test_finetune_resume_with_other_settings_is_refused(tmp_path, capsys):
     before = _snapshot(tmp_path / "run")
     _fails_in_one_line([*args, "--resume", "--epochs", "2"], capsys, "train.epochs = 1, now 2")
     assert _snapshot(tmp_path / "run") == before
+
+
+# --- issue 13: a run made before the hyperparameter schemas still resumes ------------------
+def _pre_schema_uld_record(target, out) -> dict:
+    """run_config.json as uldkit wrote it before the schemas (commit 07f89fa^): ULD recorded
+    only the hyperparameters the user gave, not the defaults it used."""
+    return {"command": "unlearn", "config": {
+        "method": {"method": "uld", "hyperparameters": {"assistant_layers": 2}},
+        "model": str(target), "out": str(out), "data": "synthetic", "forget": "forget01",
+        "retain": None, "forget_documents": None, "retain_documents": None, "people": 20,
+        "data_seed": 0, "max_length": 128, "refusals": None,
+        "hyperparameters": {"assistant_layers": 2},
+        "train_overrides": {"epochs": 1, "seed": 0}, "device": None, "allow_pickle": False,
+        "trust_remote_code": False,
+        "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "lr": 0.001,
+                  "weight_decay": 0.0, "warmup_ratio": 0.0, "scheduler": "linear",
+                  "max_grad_norm": 1.0, "seed": 0, "max_steps": None, "checkpoint_every": 0,
+                  "keep_checkpoints": 2, "padding_side": "right", "show_progress": True,
+                  "description": "unlearning (uld)"},
+        "forget_examples": 10, "retain_examples": 190, "forget_passages": None,
+        "retain_passages": None, "streams": {"forget": 30, "retain": 220}},
+        "environment": {"python": "3.11.7", "packages": {"uldkit": "0.1.0"}}}
+
+
+def test_a_run_recorded_before_the_schemas_resumes_and_a_real_difference_is_named(
+        trained_world, tmp_path, capsys):
+    out = tmp_path / "old_uld"
+    args = ["unlearn", "--method", "uld", "--model", str(trained_world.target), "--people", "20",
+            "--forget", "forget01", "--epochs", "1", "--seed", "0",
+            "--param", "assistant_layers=2", "--out", str(out)]
+    main_ok(args)
+    atomic_write_json(RunDir(out).config, _pre_schema_uld_record(trained_world.target, out))
+    before = _snapshot(out)
+    # a default the old record left out is not a difference; one the user now changes is
+    _fails_in_one_line([*args, "--resume", "--param", "lora_r=8"], capsys, "cannot resume",
+                       "config.method.hyperparameters.lora_r = 16, now 8")
+    assert _snapshot(out) == before
+    main_ok([*args, "--resume"])
+    assert "done uld" in capsys.readouterr().out
+    recorded = RunDir(out).read_config()["config"]["method"]["hyperparameters"]
+    assert recorded["assistant_layers"] == 2 and recorded["lora_r"] == 16
 
 
 # --- issue 18 item 7: --overwrite keeps the finished run until the new one finished ---------

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from uldkit.cli import options
 from uldkit.cli.app import app
+from uldkit.training.run_dir import RunDir
 
 
 @app.command("demo")
@@ -76,7 +77,9 @@ def demo_command(
     if seeds > 1:
         console.print(f"means over seeds {seed}..{seed + seeds - 1} (sample std and min-max of "
                       "each figure: results.json, report)", highlight=False, soft_wrap=True)
-    console.print(f"results: {out / 'results.json'}   report: {out / 'report' / 'report.html'}"
+    run = RunDir(out)
+    console.print(f"results: {run.summary('results')}   "
+                  f"report: {RunDir(run.report_dir).report('html')}"
                   f"   total {results['wall_seconds'] / 60:.1f} min", soft_wrap=True)
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from uldkit.cli import options
 from uldkit.cli.app import app
 from uldkit.errors import ConfigError
+from uldkit.training.run_dir import RunDir
 
 
 def number_list(text: str | None, flag: str, kind: type = float) -> list | None:
@@ -69,7 +70,8 @@ def sweep_command(
     console = Console()
     run_sweep(config, log=lambda line: console.print(line, highlight=False, markup=False,
                                                     soft_wrap=True))
-    console.print((out / "frontier.md").read_text(), highlight=False, soft_wrap=True)
-    console.print(f"frontier: {out / 'frontier.png'}   table: {out / 'frontier.md'}   "
-                  f"report: uldkit report {out} --out {out / 'report'}", highlight=False,
+    run = RunDir(out)
+    console.print(run.report("frontier_table").read_text(), highlight=False, soft_wrap=True)
+    console.print(f"frontier: {run.report('frontier')}   table: {run.report('frontier_table')}"
+                  f"   report: uldkit report {out} --out {run.report_dir}", highlight=False,
                   soft_wrap=True)

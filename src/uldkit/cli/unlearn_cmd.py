@@ -127,7 +127,7 @@ def unlearn_seeds(run_one: Callable[[int, Path], Any], record: dict[str, Any], o
     spread over them."""
     from accelerate import PartialState
 
-    from uldkit.report.seeds import run_over_seeds, seed_list
+    from uldkit.report.seeds import run_over_seeds, seed_dir, seed_list
     from uldkit.training.run_dir import RunDir, write_run_config
 
     seeds = seed_list(first, count)
@@ -147,10 +147,11 @@ def unlearn_seeds(run_one: Callable[[int, Path], Any], record: dict[str, Any], o
     if not main_process:
         return
     write_run_config(out, "unlearn --seeds", {**record, "seeds": count, "seed": first})
-    combined["runs"] = [str(out / f"seed-{seed}") for seed in seeds]
+    combined["runs"] = [str(seed_dir(out, seed)) for seed in seeds]
     atomic_write_json(RunDir(out).summary("seeds"), combined)
     spread = combined["over_seeds"]["figures"]["train_seconds"]
-    console.print(f"[bold green]done[/] {record['method']} -> {out}/seed-{{{seeds[0]}..{seeds[-1]}}}: "
+    console.print(f"[bold green]done[/] {record['method']} -> {seed_dir(out, seeds[0])}"
+                  f"..{seed_dir(out, seeds[-1]).name}: "
                   f"{spread['mean']:.1f}s mean training time (min {spread['min']:.1f}, "
                   f"max {spread['max']:.1f}); figures over seeds in "
                   f"{RunDir(out).summary('seeds')}", highlight=False, soft_wrap=True)

@@ -52,6 +52,7 @@ from uldkit.demo.stages import (
     unlearn_stage,
 )
 from uldkit.errors import ConfigError
+from uldkit.eval.tofu_log import FORGET_SET, GENERATED_TEXT
 from uldkit.io import atomic_write_json
 from uldkit.training.run_dir import RunDir, write_run_config
 
@@ -154,10 +155,10 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
     results["wall_seconds"] = time.perf_counter() - started
     results_file = RunDir(out).summary("results")
     finished = finished_results(results_file, results)
-    if finished is not None and RunDir(out / "report").report("html").exists():
+    if finished is not None and RunDir(RunDir(out).report_dir).report("html").exists():
         return finished
     atomic_write_json(results_file, results)
-    render_report([out], out / "report", title=title)
+    render_report([out], RunDir(out).report_dir, title=title)
     return results
 
 
@@ -257,7 +258,7 @@ def _run_qa_demo(config: DemoConfig, methods: list[str], out: Path, log,
             figures = json.loads(summary_file.read_text())["figures"]
             fluency = figures.get("forget_answer_fluency") or {}
             if figures.get("forget_exact_memorisation") is not None and "perplexity" in fluency:
-                return load_tofu_log(eval_dir / "eval_log_aggregated.json"), figures
+                return load_tofu_log(RunDir(eval_dir).tofu_log), figures
         log(f"[demo] evaluating {name}")
         tofu_log, summary = evaluate_tofu(
             model(), source, config.forget, retain_log=retain_log,
@@ -339,7 +340,7 @@ def _row(summary: dict, train_seconds: float | None, tofu_log: Any, config: Demo
 
 
 def _samples(tofu_log: dict, count: int) -> list[dict[str, str]]:
-    generated = tofu_log["eval_log_forget.json"]["generated_text"]
+    generated = tofu_log[FORGET_SET][GENERATED_TEXT]
     rows = []
     for index in sorted(generated, key=int)[:count]:
         prompt, answer, truth = generated[index]

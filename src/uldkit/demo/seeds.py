@@ -40,5 +40,5 @@ def run_demo_seeds(config: DemoConfig, seeds: int, log=print) -> dict[str, Any]:
     results["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(RunDir(out).summary("results"), results)
     title = f"uldkit demo{' (MUSE)' if config.benchmark == 'muse' else ''}, {seeds} seeds"
-    render_report([out], out / "report", title=title)
+    render_report([out], RunDir(out).report_dir, title=title)
     return results

@@ -108,7 +108,7 @@ def run_sweep(config: SweepConfig, log: Log = print) -> dict[str, Any]:
         if summary_file.exists():
             from uldkit.eval.tofu_log import load_tofu_log
 
-            return (load_tofu_log(eval_dir / "eval_log_aggregated.json"),
+            return (load_tofu_log(RunDir(eval_dir).tofu_log),
                     json.loads(summary_file.read_text())["figures"])
         log(f"[sweep] evaluating {name}")
         tofu_log, summary = evaluate_tofu(
@@ -176,11 +176,12 @@ def write_sweep(out: Path, config: SweepConfig, points: list[dict[str, Any]],
                 references: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     results = {"config": asdict(config), "seeds": seeds, "references": references,
                "points": points}
-    atomic_write_json(out / "sweep.json", results)
+    run = RunDir(out)
+    atomic_write_json(run.summary("sweep"), results)
     parsed = sweep_points(results)
-    atomic_write_text(out / "frontier.md", frontier_table(parsed, references))
-    atomic_write_bytes(out / "frontier.png", frontier_png(parsed, references))
-    atomic_write_json(RunDir(out).summary("results"), _as_report_results(results))
+    atomic_write_text(run.report("frontier_table"), frontier_table(parsed, references))
+    atomic_write_bytes(run.report("frontier"), frontier_png(parsed, references))
+    atomic_write_json(run.summary("results"), _as_report_results(results))
     return results
 
 

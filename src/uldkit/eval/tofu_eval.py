@@ -63,7 +63,6 @@ from uldkit.eval.memorisation import (
 )
 from uldkit.eval.progress import SampleProgress
 from uldkit.eval.tofu_log import (
-    AGGREGATED_FILE,
     EXACT_MEMORISATION,
     EXTRACTION_STRENGTH,
     FORGET_SET,
@@ -195,27 +194,26 @@ def evaluate_tofu(
     identity = {k: v for k, v in settings.items() if k not in ("batch_size", "padding_side")}
     identity["model"] = name
     run = None if out_dir is None else RunDir(Path(out_dir))
-    partial_dir = None if run is None else run.partial
 
     log: dict[str, Any] = {}
     resumed: list[str] = []
-    if resume and partial_dir is not None:
+    if resume and run is not None:
         for key, data in sets.items():
-            set_log = _read_partial(partial_dir / key, identity, len(data))
+            set_log = _read_partial(run.partial_set(key), identity, len(data))
             if set_log is not None:
                 if key == FORGET_SET and not set(MEMORISATION_FIELDS) <= set(set_log):
                     # finished by a version without memorisation: add just that
                     set_log = {**set_log, **memorisation_columns(
                         lm, data.pairs, batch_size, max_length, es_definition)}
-                    atomic_write_json(partial_dir / key,
+                    atomic_write_json(run.partial_set(key),
                                       {"identity": identity, "set_log": set_log})
                 log[key] = set_log
                 resumed.append(key)
-                _journal(partial_dir, key, identity, data).remove()
+                _journal(run, key, identity, data).remove()
 
     todo = [key for key in sets if key not in log]
-    journals = {} if partial_dir is None else {
-        key: _journal(partial_dir, key, identity, sets[key]) for key in todo}
+    journals = {} if run is None else {
+        key: _journal(run, key, identity, sets[key]) for key in todo}
     finished = {key: journals[key].start(resume) if key in journals else {} for key in todo}
     computed = sum(len(sets[k]) - len(finished[k]) for k in todo)
     set_seconds: dict[str, float] = {}
@@ -236,7 +234,7 @@ def evaluate_tofu(
             if journal is not None:
                 if finished[key]:
                     validate_set_log(log[key], str(journal.path))
-                atomic_write_json(partial_dir / key, {"identity": identity, "set_log": log[key]})
+                atomic_write_json(run.partial_set(key), {"identity": identity, "set_log": log[key]})
                 journal.remove()
 
     log = {key: log[key] for key in sets}  # TOFU's set order
@@ -259,7 +257,7 @@ def evaluate_tofu(
         resumed_samples={key: len(finished[key]) for key in todo if finished[key]},
     )
     if run is not None:
-        save_tofu_log(log, run.path / AGGREGATED_FILE)
+        save_tofu_log(log, run.tofu_log)
         atomic_write_json(run.summary("eval"), summary.to_dict())
     return log, summary
 
@@ -574,11 +572,11 @@ def _read_partial(path: Path, identity: dict[str, Any], size: int) -> dict[str, 
     return set_log
 
 
-def _journal(partial_dir: Path, key: str, identity: dict[str, Any],
+def _journal(run: RunDir, key: str, identity: dict[str, Any],
              data: QADataset) -> SampleJournal:
     """The file of finished samples of one set, tied to the settings and to the data."""
     return SampleJournal(
-        partial_dir / f"{Path(key).stem}.samples.jsonl",
+        run.partial_samples(key),
         {**identity, "set": key, "samples": len(data),
          "data_sha256": data_sha256([pair.to_dict() for pair in data.pairs])},
         len(data),

@@ -41,13 +41,15 @@ from typing import Any
 
 from uldkit.errors import DataError
 from uldkit.io import atomic_write_json
+from uldkit.training.run_dir import TOFU_LOG_FILE, TOFU_SET_FILES
 
-FORGET_SET = "eval_log_forget.json"
-RETAIN_SET = "eval_log.json"
-REAL_AUTHORS_SET = "eval_real_author_wo_options.json"
-WORLD_FACTS_SET = "eval_real_world_wo_options.json"
+# A set's key in a log is the name of its file (the run directory's names).
+FORGET_SET = TOFU_SET_FILES["forget"]
+RETAIN_SET = TOFU_SET_FILES["retain"]
+REAL_AUTHORS_SET = TOFU_SET_FILES["real_authors"]
+WORLD_FACTS_SET = TOFU_SET_FILES["world_facts"]
 SET_KEYS = (FORGET_SET, RETAIN_SET, REAL_AUTHORS_SET, WORLD_FACTS_SET)
-AGGREGATED_FILE = "eval_log_aggregated.json"
+AGGREGATED_FILE = TOFU_LOG_FILE
 
 AVG_GT_LOSS = "avg_gt_loss"
 AVG_PARAPHRASED_LOSS = "avg_paraphrased_loss"

@@ -1,4 +1,4 @@
-"""Refusal-based baselines: DPO with a refusal preferred over the forget answer, and IdkPO.
+"""DPO with a refusal preferred over the forget answer (TOFU's IdkPO), alone or with retain NLL.
 
 For each forget question x, y_w is a refusal ("I don't know.", drawn once per question from
 the refusal list) and y_l the forget answer; log-probabilities are summed over answer tokens:
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from uldkit.methods.editing import (
+    TOFU_PAPER,
     TOFU_TRAINING,
     WeightEditingMethod,
     sample_count,
@@ -27,10 +28,8 @@ from uldkit.methods.editing import (
 )
 from uldkit.methods.hyperparameters import ForgetWeighted, RetainWeighted, param
 from uldkit.methods.registry import register
-from uldkit.training.losses import answer_logits, stream_token_nll
-from uldkit.training.trainer import Batch, LossTerm, answer_token_count
-
-_TOFU_PAPER = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
+from uldkit.training.losses import answer_logits
+from uldkit.training.trainer import Batch, LossTerm
 
 
 def dpo_loss(
@@ -56,18 +55,15 @@ class IdkDPOHyperparameters(DPOHyperparameters, RetainWeighted):
     """DPO's hyperparameters plus retain_weight."""
 
 
-class _RefusalMethod(WeightEditingMethod):
-    needs_refusals = True
-    default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
-
-
 @register
-class DPO(_RefusalMethod):
+class DPO(WeightEditingMethod):
     name = "dpo"
     summary = "DPO preferring a refusal over the forget answer, against the original model."
     paper = ("Rafailov et al., 2023, Direct Preference Optimization (arXiv 2305.18290); as the "
-             "TOFU IdkPO baseline, " + _TOFU_PAPER)
+             "TOFU IdkPO baseline, " + TOFU_PAPER)
     needs_reference = True
+    needs_refusals = True
+    default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
     schema = DPOHyperparameters
 
     def forget_counts(self, batch: Batch) -> dict[str, float]:
@@ -94,24 +90,3 @@ class IdkDPO(DPO):
     schema = IdkDPOHyperparameters
     retain_loss = "nll"
 
-
-@register
-class Idk(_RefusalMethod):
-    """TOFU's `idk` loss: fine-tune on (forget question, refusal) plus the retain answers.
-
-    TOFU averages one NLL over the concatenated refusal and retain batches; here each is
-    averaged over its own answer tokens and the two are added (weights 1 and 1).
-    """
-
-    name = "idk"
-    summary = "Next-token loss on refusals to the forget questions, plus retain NLL."
-    paper = _TOFU_PAPER
-    schema = RetainWeighted
-    retain_loss = "nll"
-
-    def forget_counts(self, batch: Batch) -> dict[str, float]:
-        return {"forget": answer_token_count(batch["idk"])}
-
-    def forget_losses(self, model: torch.nn.Module, batch: Batch) -> dict[str, LossTerm]:
-        nll, _ = stream_token_nll(model, batch["idk"])
-        return {"forget": LossTerm(nll.sum(), self.params.forget_weight)}

@@ -33,6 +33,7 @@ from uldkit.training.losses import answer_logits
 from uldkit.training.run_dir import RunDir
 from uldkit.training.trainer import Batch, LossTerm, StreamData, answer_token_count
 
+TOFU_PAPER = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
 # TOFU (Maini et al., 2024; locuslab/tofu config/forget.yaml): lr 1e-5, 5 epochs, effective
 # batch 32, weight decay 0.01, linear schedule warmed up over the first epoch.
 TOFU_TRAINING: dict[str, Any] = dict(

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from uldkit.methods.editing import TOFU_TRAINING, WeightEditingMethod
+from uldkit.methods.editing import TOFU_PAPER, TOFU_TRAINING, WeightEditingMethod
 from uldkit.methods.hyperparameters import ForgetWeighted
 from uldkit.methods.registry import register
 from uldkit.training.losses import stream_token_nll
@@ -17,7 +17,7 @@ from uldkit.training.trainer import Batch, LossTerm, answer_token_count
 class GradAscent(WeightEditingMethod):
     name = "grad_ascent"
     summary = "Maximise the next-token loss on the forget answers (loss = -NLL)."
-    paper = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
+    paper = TOFU_PAPER
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
     schema = ForgetWeighted  # forget_weight and the LoRA settings
 

@@ -43,6 +43,12 @@ class Hyperparameters:
         """Every key and its default (None for a required one)."""
         return {s.name: None if s.required else s.default for s in settings_of(cls)}
 
+    @classmethod
+    def completed(cls, recorded: Mapping[str, Any]) -> dict[str, Any]:
+        """A record of these hyperparameters with each key it lacks set to its default: runs
+        made before the schemas recorded only the values the user gave."""
+        return {**cls.defaults(), **recorded}
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved values, under the keys run_config.json and manifests record."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

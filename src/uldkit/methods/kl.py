@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from uldkit.methods.editing import TOFU_TRAINING
+from uldkit.methods.editing import TOFU_PAPER, TOFU_TRAINING
 from uldkit.methods.grad_ascent import GradAscent
 from uldkit.methods.hyperparameters import RetainWeighted
 from uldkit.methods.registry import register
@@ -23,7 +23,7 @@ class KLMinimisation(GradAscent):
 
     name = "kl"
     summary = "-NLL on the forget answers plus KL(original || current) on the retain answers."
-    paper = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121)"
+    paper = TOFU_PAPER
     default_training: ClassVar[dict[str, Any]] = dict(TOFU_TRAINING)
     schema = RetainWeighted  # + retain_weight
     retain_loss = "kl"

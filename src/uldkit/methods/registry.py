@@ -14,7 +14,7 @@ from uldkit.training.schema import parse_settings
 from uldkit.training.trainer import TrainConfig
 
 _METHODS: dict[str, type[UnlearningMethod]] = {}
-_NOT_METHODS = {"base", "registry", "editing", "hyperparameters"}
+_NOT_METHODS = {"base", "registry", "editing", "hyperparameters", "activations"}
 
 
 def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:

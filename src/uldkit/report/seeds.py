@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from uldkit.errors import ConfigError
+from uldkit.training.run_dir import RunDir
 
 OVER_SEEDS = "over_seeds"
 SPREAD_NOTE = ("mean over seeds; std: sample standard deviation (n - 1); min and max: the "
@@ -77,7 +78,7 @@ def seed_list(first: int, count: int) -> list[int]:
 
 def seed_dir(out: str | Path, seed: int) -> Path:
     """Where seed `seed`'s run of a several-seed run in `out` lives."""
-    return Path(out) / f"seed-{seed}"
+    return RunDir(Path(out)).seed(seed)
 
 
 def run_over_seeds(run_one: Callable[[int, Path], Mapping[str, Any]], seeds: Sequence[int],

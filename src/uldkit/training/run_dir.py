@@ -6,6 +6,10 @@
     forget_history.jsonl    a ULD assistant's forget requests
     small_unlearned/        an offset run's unlearned small model
     checkpoints/step-N/     the trainer's checkpoints (`Checkpoint`)
+    eval_log*.json          a TOFU evaluation's log, one file per set and all sets together
+                            (`TOFU_SET_FILES`, `RunDir.tofu_log`)
+    seed-<s>/               one seed's run of a run over several seeds (`RunDir.seed(s)`)
+    report/                 the report of a demo or sweep (`RunDir.report_dir`)
     *_summary.json, ...     results (`RunDir.summary(kind)`), per-sample rows
                             (`RunDir.samples(kind)`), and the journals of an unfinished
                             evaluation (`RunDir.journal(kind)`, `RunDir.partial`)
@@ -36,6 +40,15 @@ SMALL_MODEL_DIR = "small_unlearned"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_DIR = "checkpoints"
 PARTIAL_DIR = "partial"
+REPORT_DIR = "report"
+SEED_DIR_PREFIX = "seed-"
+# TOFU's evaluation log: one file per evaluation set (the set's key in a loaded log too), and
+# all sets in one file.
+TOFU_SET_FILES = {"forget": "eval_log_forget.json", "retain": "eval_log.json",
+                  "real_authors": "eval_real_author_wo_options.json",
+                  "world_facts": "eval_real_world_wo_options.json"}
+TOFU_LOG_FILE = "eval_log_aggregated.json"
+PARTIAL_SAMPLES_SUFFIX = ".samples.jsonl"
 SUMMARY_FILES = {
     "train": "train_summary.json",
     "unlearn": "unlearn_summary.json",
@@ -48,12 +61,13 @@ SUMMARY_FILES = {
     "seeds": "seeds.json",  # a run over several seeds: each figure's mean and spread
     "harness": "results.json",  # lm-evaluation-harness's own results file
     "calibrate": "calibration.json",
+    "sweep": "sweep.json",  # a sweep's grid points and references
 }
 SAMPLE_FILES = {"muse": "muse_samples.jsonl", "mia": "mia_samples.jsonl",
                 "relearn": "relearn_samples.jsonl", "quantize": "quantize_samples.jsonl"}
 JOURNAL_FILES = {"muse": "muse_stages.partial.jsonl", "mia": "mia_stages.partial.jsonl"}
 REPORT_FILES = {"markdown": "report.md", "html": "report.html", "plot": "tradeoff.png",
-                "frontier": "frontier.png"}
+                "frontier": "frontier.png", "frontier_table": "frontier.md"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,27 @@ class RunDir:
     def partial(self) -> Path:
         """The TOFU evaluation's finished sets and sample journals (`partial/<set>`)."""
         return self.path / PARTIAL_DIR
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def tofu_log(self) -> Path:
+        """A TOFU evaluation's log, every set in one file."""
+        return self.path / TOFU_LOG_FILE
+
+    def partial_set(self, set_key: str) -> Path:
+        """A finished TOFU evaluation set of an unfinished evaluation."""
+        return self.partial / set_key
+
+    def partial_samples(self, set_key: str) -> Path:
+        """The journal of one TOFU evaluation set's finished samples."""
+        return self.partial / f"{Path(set_key).stem}{PARTIAL_SAMPLES_SUFFIX}"
+
+    def seed(self, seed: int) -> Path:
+        """Where seed `seed`'s run of a run over several seeds lives."""
+        return self.path / f"{SEED_DIR_PREFIX}{seed}"
 
     def summary(self, kind: str) -> Path:
         return self.path / SUMMARY_FILES[kind]

@@ -43,15 +43,20 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, resume: bool) 
 
 
 def check_resume(out_dir: str | os.PathLike, command: str, config: dict[str, Any],
-                 may_differ: Collection[str] = ()) -> None:
+                 may_differ: Collection[str] = (),
+                 saved_as_now: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """ConfigError naming the first setting in which `config` differs from the run saved in
     `out_dir` (nothing to compare when it saved none). Settings named in RESUMABLE_SETTINGS
-    or `may_differ` may differ."""
+    or `may_differ` may differ. `saved_as_now` brings the saved "config" into today's shape
+    first (e.g. the defaults an older version left unrecorded)."""
     saved = RunDir(Path(out_dir)).read_config()
     if saved is None:
         return
+    saved_config = saved.get("config")
+    if saved_as_now is not None and isinstance(saved_config, dict):
+        saved_config = saved_as_now(saved_config)
     difference = first_difference(
-        {"command": saved.get("command"), "config": saved.get("config")},
+        {"command": saved.get("command"), "config": saved_config},
         {"command": command, "config": json.loads(json.dumps(config))},
         RESUMABLE_SETTINGS | set(may_differ),
     )
@@ -141,9 +146,10 @@ def building_dir(out: Path) -> Path:
 def open_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *,
              overwrite: bool = False, resume: bool = False, main_process: bool = True,
              may_differ: Collection[str] = (),
-             wait_for_everyone: Callable[[], None] | None = None) -> RunDir:
+             wait_for_everyone: Callable[[], None] | None = None,
+             saved_as_now: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> RunDir:
     """The directory to write a run into, with its run_config.json written; `finish_run`
-    it once the run has finished (or use `start_run`).
+    it once the run has finished (or use `start_run`). `saved_as_now`: see `check_resume`.
 
     Refused before anything is touched: a directory holding files without --resume or
     --overwrite, and a resume whose settings differ from the saved ones (except those in
@@ -156,7 +162,7 @@ def open_run(out_dir: str | os.PathLike, command: str, config: dict[str, Any], *
     """
     out = check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     if resume:
-        check_resume(out, command, config, may_differ)
+        check_resume(out, command, config, may_differ, saved_as_now)
     replacing = overwrite and not resume and _holds_files(out)
     run = RunDir(building_dir(out), replaces=out) if replacing else RunDir(out)
     if wait_for_everyone is not None:

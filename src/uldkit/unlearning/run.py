@@ -158,7 +158,8 @@ def run_unlearning(
         "retain_passages": _count(data.retain_documents),
         "streams": {k: len(v) for k, v in plan.data.streams.items()},
     }, overwrite=overwrite, resume=resume, main_process=accelerator.is_main_process,
-        wait_for_everyone=accelerator.wait_for_everyone)
+        wait_for_everyone=accelerator.wait_for_everyone,
+        saved_as_now=lambda saved: _completed_hyperparameters(saved, type(method)))
     accelerator.wait_for_everyone()
     trainer = Trainer(plan.model, plan.objective, plan.data, train,
                       pad_token_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints,
@@ -180,6 +181,18 @@ def run_unlearning(
     finish_run(run, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     return UnlearnResult(out, method.name, result.steps, result.seconds, result.final_loss)
+
+
+def _completed_hyperparameters(saved: dict[str, Any],
+                               method: type[UnlearningMethod]) -> dict[str, Any]:
+    """A saved run configuration whose method hyperparameters lack keys (an older uldkit
+    recorded only those the user gave) with them filled in from the method's defaults."""
+    described = saved.get("method")
+    if not (isinstance(described, dict) and described.get("method") == method.name
+            and isinstance(described.get("hyperparameters"), dict)):
+        return saved
+    completed = method.schema.completed(described["hyperparameters"])
+    return {**saved, "method": {**described, "hyperparameters": completed}}
 
 
 def _count(documents: DocumentDataset | None) -> int | None:
