@@ -2,8 +2,8 @@
 
 Tolerances: the forget-set answer probability must fall below FORGET_FALL x the target's;
 for methods with a retain term, the retain_perturbed answer probability must stay at or
-above RETAIN_KEEP x the target's. Training settings are scaled for the tiny model (the
-papers' lr 1e-5 over a few dozen steps would move it by nothing).
+above RETAIN_KEEP x the target's. The cases (tests/unlearn_cases.py) are shared with
+scripts/measure_test_margins.py, which measures their spread over seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
+from unlearn_cases import CASES, LORA_CASE, offset_case, probabilities, run_case
 
 from uldkit.cli import app
 from uldkit.data.collate import collate
@@ -23,54 +24,26 @@ from uldkit.data.formatting import IGNORE_INDEX, Encoded, encode_prompt
 from uldkit.errors import TrainingError
 from uldkit.models.lm import CausalLM
 from uldkit.models.loading import load_model
-from uldkit.models.scoring import answer_losses, mean_answer_probability
+from uldkit.models.scoring import answer_losses
 from uldkit.training.run_dir import read_manifest
 from uldkit.unlearning.catalog import all_methods
 from uldkit.unlearning.load import load_language_model
-from uldkit.unlearning.run import UnlearnConfig, unlearn
 
 FORGET_FALL = 0.5
 RETAIN_KEEP = 0.7
-SMALL_STEPS = {"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0}
-
-# method, hyperparameters, training overrides, has a retain term
-CASES = [
-    ("grad_ascent", {}, {"lr": 1e-3, "epochs": 3}, False),
-    ("grad_diff", {}, {"lr": 5e-4, "epochs": 4}, True),
-    ("kl", {}, {"lr": 5e-4, "epochs": 4}, True),
-    ("npo", {}, {"lr": 1e-3, "epochs": 5}, False),
-    ("npo+grad_diff", {}, {"lr": 1e-3, "epochs": 10}, True),
-    ("npo+kl", {}, {"lr": 1e-3, "epochs": 10}, True),
-    ("simnpo", {}, {"lr": 3e-3, "epochs": 5}, True),
-    ("dpo", {}, {"lr": 1e-3, "epochs": 5}, False),
-    ("idk_dpo", {}, {"lr": 3e-3, "epochs": 5}, True),
-    ("idk", {}, {"lr": 3e-3, "epochs": 5}, True),
-    ("undial", {}, {"lr": 1e-3, "epochs": 3}, False),
-    ("rmu", {"layer": 2, "alpha": 100}, {"lr": 1e-2, "epochs": 10}, True),
-]
-
-
-def _probabilities(lm, world) -> tuple[float, float]:
-    forget = world.source.load("forget10")
-    retain = world.source.load("retain_perturbed")
-    return (mean_answer_probability(lm, [p.question for p in forget], [p.answer for p in forget]),
-            mean_answer_probability(lm, [p.question for p in retain], [p.answer for p in retain]))
 
 
 @pytest.fixture(scope="module")
 def before(trained_world) -> tuple[float, float]:
-    forget, retain = _probabilities(load_language_model(trained_world.target), trained_world)
+    forget, retain = probabilities(load_language_model(trained_world.target),
+                                   trained_world.source)
     assert forget > 0.8 and retain > 0.8  # the target really knows both
     return forget, retain
 
 
 def _unlearn(world, tmp_path, method, hyperparameters, train, name=None):
-    out = tmp_path / (name or method.replace("+", "_"))
-    unlearn(UnlearnConfig(method=method, model=str(world.target), out=str(out),
-                          people=world.people, forget="forget10",
-                          hyperparameters=hyperparameters,
-                          train_overrides={**SMALL_STEPS, **train}), show_progress=False)
-    return out
+    return run_case(world.target, world.people, tmp_path / (name or method.replace("+", "_")),
+                    method, hyperparameters, train)
 
 
 @pytest.mark.parametrize("method, hyperparameters, train, keeps_retain", CASES,
@@ -80,7 +53,7 @@ def test_method_unlearns_the_forget_set(trained_world, before, tmp_path, method,
     out = _unlearn(trained_world, tmp_path, method, hyperparameters, train)
     manifest = read_manifest(out)
     assert manifest["kind"] == "plain" and manifest["method"] == method
-    forget, retain = _probabilities(load_language_model(out), trained_world)
+    forget, retain = probabilities(load_language_model(out), trained_world.source)
     print(f"{method}: forget {before[0]:.3f} -> {forget:.3f}, "
           f"retain {before[1]:.3f} -> {retain:.3f}")
     assert forget < FORGET_FALL * before[0]
@@ -92,8 +65,8 @@ def test_method_unlearns_the_forget_set(trained_world, before, tmp_path, method,
 
 
 def test_lora_training_saves_a_merged_plain_model(trained_world, before, tmp_path):
-    out = _unlearn(trained_world, tmp_path, "npo+grad_diff", {"lora": True},
-                   {"lr": 3e-3, "epochs": 6})
+    method, hyperparameters, train, _ = LORA_CASE
+    out = _unlearn(trained_world, tmp_path, method, hyperparameters, train)
     assert not list(out.glob("adapter_*"))
     model, _ = load_model(out)
     target, _ = load_model(trained_world.target)
@@ -101,7 +74,7 @@ def test_lora_training_saves_a_merged_plain_model(trained_world, before, tmp_pat
     changed = [n for (n, p), (_, q) in zip(model.named_parameters(), target.named_parameters())
                if not torch.equal(p, q)]
     assert changed and all("proj" in n for n in changed)  # LoRA touches linear layers only
-    forget, retain = _probabilities(load_language_model(out), trained_world)
+    forget, retain = probabilities(load_language_model(out), trained_world.source)
     print(f"npo+grad_diff (LoRA): forget {before[0]:.3f} -> {forget:.3f}, "
           f"retain {before[1]:.3f} -> {retain:.3f}")
     assert forget < FORGET_FALL * before[0]
@@ -120,13 +93,12 @@ def test_rmu_trains_only_mlp_output_projections_up_to_its_layer(trained_world, t
 
 
 def test_offset_unlearning_combines_three_models(trained_world, before, tmp_path):
-    out = _unlearn(trained_world, tmp_path, "offset",
-                   {"small_model": str(trained_world.target), "loss": "grad_diff"},
-                   {"lr": 5e-4, "epochs": 4})
+    method, hyperparameters, train, _ = offset_case(trained_world.target)
+    out = _unlearn(trained_world, tmp_path, method, hyperparameters, train)
     manifest = read_manifest(out)
     assert manifest["kind"] == "offset" and manifest["loss"] == "grad_diff"
     lm = load_language_model(out)
-    forget, retain = _probabilities(lm, trained_world)
+    forget, retain = probabilities(lm, trained_world.source)
     print(f"offset (grad_diff): forget {before[0]:.3f} -> {forget:.3f}, "
           f"retain {before[1]:.3f} -> {retain:.3f}")
     assert forget < FORGET_FALL * before[0]
