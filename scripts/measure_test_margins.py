@@ -7,6 +7,12 @@ tests' thresholds can be set from the measured spread (see the comments beside t
 
     PYTHONPATH=src python scripts/measure_test_margins.py --seeds 0 1 2 3 4 --out /tmp/margins
 
+Per seed it also runs every unlearning case of tests/test_methods_unlearn.py (listed in
+tests/unlearn_cases.py) on that seed's target, with that seed as the unlearning seed, and
+records each method's forget ratio (forget10 answer probability after / before) and, for a
+method with a retain term, its retain ratio (retain_perturbed); `--baselines-only` measures
+only these (no retain model, TOFU or ULD), `--skip-cases` skips them.
+
 It ends with every quantity's spread over the seeds measured (uldkit.report.seeds: mean,
 sample std, min, max) and the bars the tests use: mean - K sd and mean + K sd (K = 4 by
 default, `--sds`), so that the tests pass on a machine whose numerics move a figure as a new seed
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -38,6 +46,9 @@ from uldkit.uld.logit_difference import LogitDifferenceModel
 from uldkit.uld.method import ULD
 from uldkit.unlearning.load import load_language_model
 from uldkit.unlearning.run import resolve_train_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from unlearn_cases import CASES, LORA_CASE, offset_case, probabilities, run_case  # noqa: E402
 
 PEOPLE = 20  # tests/conftest.py TEST_PEOPLE
 ULD_SETTINGS = {"assistant_layers": 2, "uniform_weight": 1.0, "alpha": 1.0}  # tests/test_uld.py
@@ -114,11 +125,43 @@ def _tofu(source: DataSource, target: Path, retain: Path) -> dict[str, object]:
     }
 
 
+def _cases(source: DataSource, target: Path, root: Path, seed: int) -> dict[str, float]:
+    """Every unlearning case's forget (and retain) ratio on this seed's target; each case's
+    figures are kept in root/cases.json as they come, so an interrupted run resumes."""
+    done_file = root / "cases.json"
+    done = json.loads(done_file.read_text()) if done_file.exists() else {}
+    forget_before, retain_before = probabilities(load_language_model(target), source)
+    named = [(method, case) for method, *case in CASES]
+    named += [("npo+grad_diff_lora", LORA_CASE[1:]), ("offset", offset_case(target)[1:])]
+    for name, (hyperparameters, train, keeps_retain) in named:
+        if f"{name}_forget_ratio" in done:
+            continue
+        method = "offset" if name == "offset" else name.removesuffix("_lora")
+        out = root / "cases" / name.replace("+", "_")
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        run_case(target, PEOPLE, out, method, hyperparameters, train, seed=seed)
+        forget, retain = probabilities(load_language_model(out), source)
+        done[f"{name}_forget_ratio"] = forget / forget_before
+        if keeps_retain:
+            done[f"{name}_retain_ratio"] = retain / retain_before
+        print(f"seed {seed} {name}: forget {forget_before:.3f} -> {forget:.3f}, retain "
+              f"{retain_before:.3f} -> {retain:.3f} ({time.perf_counter() - started:.0f} s)",
+              flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        done_file.write_text(json.dumps(done, indent=1))
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-uld", action="store_true")
+    parser.add_argument("--skip-cases", action="store_true",
+                        help="skip the unlearning cases of tests/test_methods_unlearn.py")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only the unlearning cases: no retain model, TOFU or ULD")
     parser.add_argument("--sds", type=float, default=4.0,
                         help="bars at mean -/+ this many sample standard deviations")
     args = parser.parse_args()
@@ -126,18 +169,22 @@ def main() -> None:
     source = DataSource("synthetic", people=PEOPLE)
     for seed in args.seeds:
         root = args.out / f"seed{seed}"
-        result_file = root / "result.json"
+        result_file = root / ("cases_result.json" if args.baselines_only else "result.json")
         if result_file.exists():
             print(result_file.read_text(), flush=True)
             continue
         target = _finetune(root / "target", ["full"], seed)
-        retain = _finetune(root / "retain", ["retain90"], seed)
-        result: dict[str, object] = {"seed": seed, **_tofu(source, target, retain)}
-        if not args.skip_uld:
-            result.update(_uld(source, target, root / "uld", seed))
+        result: dict[str, object] = {"seed": seed}
+        if not args.baselines_only:
+            retain = _finetune(root / "retain", ["retain90"], seed)
+            result.update(_tofu(source, target, retain))
+            if not args.skip_uld:
+                result.update(_uld(source, target, root / "uld", seed))
+        if not args.skip_cases:
+            result.update(_cases(source, target, root, seed))
         result_file.write_text(json.dumps(result, indent=1))
         print(json.dumps(result), flush=True)
-    results = [with_kept_shares(json.loads((args.out / f"seed{seed}" / "result.json")
+    results = [with_kept_shares(json.loads((args.out / f"seed{seed}" / result_file.name)
                                            .read_text())) for seed in args.seeds]
     print_bars(combine_seeds(results, args.seeds), args.sds)
     return None
@@ -159,12 +206,12 @@ def with_kept_shares(result: dict) -> dict:
 
 def print_bars(combined: dict, sds: float) -> None:
     """Each measured quantity over the seeds, and the bars at mean -/+ `sds` sample sd."""
-    print(f"{'quantity':28} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} "
+    print(f"{'quantity':34} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} "
           f"{'mean-' + format(sds, 'g') + 'sd':>9} {'mean+' + format(sds, 'g') + 'sd':>9}")
     for name, spread in spreads(combined).items():
         if name == "seed" or spread.std is None:
             continue
-        print(f"{name:28} {spread.mean:7.3f} {spread.std:7.3f} {spread.low:7.3f} "
+        print(f"{name:34} {spread.mean:7.3f} {spread.std:7.3f} {spread.low:7.3f} "
               f"{spread.high:7.3f} {spread.mean - sds * spread.std:9.3f} "
               f"{spread.mean + sds * spread.std:9.3f}")
 
