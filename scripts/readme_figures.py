@@ -19,7 +19,9 @@ rewrites the README's sweep table between `<!-- readme_figures.py sweep: begin .
 `<!-- readme_figures.py sweep: end -->` (`--no-sweep` keeps the table it has). Last, the MUSE
 demo over the same seeds (OUT/muse) gives the README's MUSE table between
 `<!-- readme_figures.py muse: begin ... -->` and its end marker (`--no-muse` keeps it;
-`--only-muse` runs only that and keeps the rest). `--table-only` rewrites
+`--only-muse` runs only that and keeps the rest). `--only-tofu-real` runs the real TOFU
+demo's seeds (the CPU subset, about an hour for three seeds on 2 cores) into the README's
+tofu-real block; the full run does not include it. `--table-only` rewrites
 the README from the results file without running anything. tests/test_readme_figures.py
 checks that every number in that table appears in the committed results file.
 
@@ -44,7 +46,7 @@ README = ROOT / "README.md"
 PLOT = ROOT / "docs" / "demo_tradeoff.png"
 FRONTIER_PLOT = ROOT / "docs" / "sweep_frontier.png"
 SCRIPT = "scripts/readme_figures.py"
-BLOCKS = ("demo", "sweep", "muse")  # the README's blocks, each between its own markers
+BLOCKS = ("demo", "sweep", "muse", "tofu-real")  # the README's blocks, each between its own markers
 
 
 def markers(kind: str) -> tuple[str, str]:
@@ -90,20 +92,57 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     return figures_file(combined, args)
 
 
+# The real TOFU demo's table (`uldkit demo --benchmark tofu-real`, the CPU subset, the same
+# seeds, no relearning or quantisation attack: 15-25 minutes a seed).
+TOFU_REAL_COLUMNS = (
+    ("forget quality ↑", "forget_quality", "{:.1e}"),
+    ("model utility ↑", "model_utility", "{:.3f}"),
+    ("forget ROUGE-L ↓", "forget_rouge", "{:.3f}"),
+    ("forget Prob. ↓", "forget_prob", "{:.3f}"),
+    ("forget truth ratio", "forget_truth_ratio", "{:.3f}"),
+)
+
+
+def run_tofu_real(args: argparse.Namespace) -> dict[str, Any]:
+    """The tofu-real demo over the same seeds (each fine-tuning its own models), in
+    OUT/tofu-real; needs TOFU's files (ULDKIT_TOFU_DIR)."""
+    from uldkit.demo.seeds import run_demo_seeds
+    from uldkit.demo.settings import DemoConfig
+    from uldkit.report.seeds import seeds_of
+
+    config = DemoConfig(out=str(Path(args.out) / "tofu-real"), benchmark="tofu-real",
+                        seed=args.seed, relearn=False, quantize=False)
+    combined = run_demo_seeds(config, args.seeds, log=print)
+    seeds = seeds_of(combined)
+    rows = _seed_rows(combined, TOFU_REAL_COLUMNS)
+    for name, row in rows.items():
+        row["mia_separating"] = [
+            _separating(json.loads((Path(config.out) / f"seed-{seed}" / "results.json")
+                                   .read_text()), name) for seed in seeds]
+    return {"seeds": seeds, "rows": rows}
+
+
+def _seed_rows(combined: dict[str, Any], columns: tuple, under: str = "") -> dict[str, Any]:
+    """Each model's spreads over the seeds for `columns` (paths below `under`)."""
+    from uldkit.report.seeds import spreads
+
+    rows = {}
+    for name in ["target", "retain", *combined["methods"]]:
+        prefix = name if name in ("target", "retain") else f"methods/{name}"
+        found = spreads(combined, f"{prefix}/{under}" if under else prefix)
+        rows[name] = {key: found[key].to_dict() for _, key, _ in columns if key in found}
+    return rows
+
+
 def run_muse(args: argparse.Namespace) -> dict[str, Any]:
     """The MUSE demo over the same seeds (each fine-tuning its own models), in OUT/muse."""
     from uldkit.demo.seeds import run_demo_seeds
     from uldkit.demo.settings import DemoConfig
-    from uldkit.report.seeds import seeds_of, spreads
+    from uldkit.report.seeds import seeds_of
 
     config = DemoConfig(out=str(Path(args.out) / "muse"), benchmark="muse", seed=args.seed)
     combined = run_demo_seeds(config, args.seeds, log=print)
-    rows = {}
-    for name in ["target", "retain", *combined["methods"]]:
-        prefix = name if name in ("target", "retain") else f"methods/{name}"
-        found = spreads(combined, f"{prefix}/muse")
-        rows[name] = {key: found[key].to_dict() for _, key, _ in MUSE_COLUMNS if key in found}
-    return {"seeds": seeds_of(combined), "rows": rows}
+    return {"seeds": seeds_of(combined), "rows": _seed_rows(combined, MUSE_COLUMNS, "muse")}
 
 
 def figures_file(combined: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -187,7 +226,8 @@ def _cell(spread: dict[str, Any] | None, pattern: str, with_range: bool, name: s
 def block(figures: dict[str, Any], kind: str = "demo") -> str:
     """A README block: markers naming the script, the time and the results file."""
     begin, end = markers(kind)
-    table = {"demo": markdown_table, "sweep": sweep_table, "muse": muse_table}[kind](figures)
+    table = {"demo": markdown_table, "sweep": sweep_table, "muse": muse_table,
+             "tofu-real": tofu_real_table}[kind](figures)
     return (f"{begin}: written by {SCRIPT} on {figures['written']} from "
             f"docs/readme_figures.json; edit by rerunning the script -->\n{table}{end}")
 
@@ -209,7 +249,7 @@ def rewrite_readme(readme: Path, figures: dict[str, Any]) -> None:
 
 def blocks_of(figures: dict[str, Any]) -> list[str]:
     """The README blocks a results file has figures for."""
-    return ["demo", *(kind for kind in ("sweep", "muse") if figures.get(kind))]
+    return ["demo", *(kind for kind in ("sweep", "muse", "tofu-real") if figures.get(kind))]
 
 
 def readme_block(readme: Path, kind: str = "demo") -> str | None:
@@ -308,6 +348,26 @@ def muse_table(figures: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tofu_real_table(figures: dict[str, Any]) -> str:
+    """The real TOFU demo's table: mean ± sample std (min–max for FQ and MU) over seeds."""
+    block = figures["tofu-real"]
+    head = ["model", *(title for title, _, _ in TOFU_REAL_COLUMNS), "MIA attacks separating ↓"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in block["rows"].items():
+        cells = [f"**{name}**" if name == "uld" else name]
+        cells += [_cell(row.get(key), pattern, key in RANGE_COLUMNS, name, key)
+                  for _, key, pattern in TOFU_REAL_COLUMNS]
+        cells.append(", ".join(f"{s}/{n}" for s, n in row["mia_separating"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± sample standard deviation over seeds "
+              f"{', '.join(map(str, block['seeds']))} of `uldkit demo --benchmark tofu-real "
+              "--no-relearn --no-quantize` (the CPU subset; each seed fine-tuning its own "
+              "target and retain models); below forget quality and model utility, the range "
+              "(min–max). MIA: attacks still separating forget from held-out authors, per "
+              "seed. Every seed's value: `docs/readme_figures.json`."]
+    return "\n".join(lines) + "\n"
+
+
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?%?")
 
 
@@ -315,10 +375,10 @@ def unbacked_numbers(table_block: str, figures: dict[str, Any]) -> list[str]:
     """Numbers in the block's table rows that no value of the results file, formatted as
     the table formats figures, gives: a figure edited by hand."""
     shown = set()
-    patterns = ({pattern for _, _, pattern in (*COLUMNS, *MUSE_COLUMNS)}
+    patterns = ({pattern for _, _, pattern in (*COLUMNS, *MUSE_COLUMNS, *TOFU_REAL_COLUMNS)}
                 | {"{:.0f}", "{}", "{:g}"})
     for value in _numbers({"rows": figures["rows"], "sweep": figures.get("sweep"),
-                           "muse": figures.get("muse")}):
+                           "muse": figures.get("muse"), "tofu-real": figures.get("tofu-real")}):
         # the table's signs are not matched by NUMBER: a negative figure shows as its size
         shown |= {pattern.format(abs(value)) for pattern in patterns}
     rows = [line for line in table_block.splitlines()
@@ -353,6 +413,9 @@ def main() -> None:
                         help="skip the MUSE demo's seeds (keep the README's MUSE table)")
     parser.add_argument("--only-muse", action="store_true",
                         help="run only the MUSE demo's seeds; keep the other tables' figures")
+    parser.add_argument("--only-tofu-real", action="store_true",
+                        help="run only the tofu-real demo's seeds (needs ULDKIT_TOFU_DIR); "
+                        "keep the other tables' figures")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the README from --results without running the demo")
     args = parser.parse_args()
@@ -360,12 +423,13 @@ def main() -> None:
         parser.error("the README's figures come from at least 3 seeds")
     if args.table_only:
         figures = json.loads(args.results.read_text(encoding="utf-8"))
-    elif args.only_muse:
+    elif args.only_muse or args.only_tofu_real:
         from uldkit.io import atomic_write_json
 
         figures = json.loads(args.results.read_text(encoding="utf-8"))
-        figures["muse"] = run_muse(args)
-        figures["muse"]["command"] = "python " + " ".join([SCRIPT, *sys.argv[1:]])
+        kind, run = ("muse", run_muse) if args.only_muse else ("tofu-real", run_tofu_real)
+        figures[kind] = run(args)
+        figures[kind]["command"] = "python " + " ".join([SCRIPT, *sys.argv[1:]])
         figures["written"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         atomic_write_json(args.results, figures)
     else:
@@ -393,6 +457,8 @@ def main() -> None:
         print(sweep_table(figures))
     if figures.get("muse"):
         print(muse_table(figures))
+    if figures.get("tofu-real"):
+        print(tofu_real_table(figures))
     print(f"wrote {args.results} and the table in {args.readme}")
 
 
