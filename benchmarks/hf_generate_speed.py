@@ -62,10 +62,10 @@ def main() -> None:
         prompts = [tokenizer(PROMPT)["input_ids"]] * batch
         ids = torch.tensor(prompts)
 
-        def ours() -> int:
+        def ours(prompts: list = prompts) -> int:
             return sum(len(row) for row in generate_ids(uld, prompts, settings))
 
-        def theirs() -> int:
+        def theirs(ids: torch.Tensor = ids, batch: int = batch) -> int:
             out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                               max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                               do_sample=False, pad_token_id=tokenizer.pad_token_id)
