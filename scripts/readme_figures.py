@@ -68,6 +68,10 @@ COLUMNS = (
     ("forget Prob. ↓", "forget_prob", "{:.3f}"),
     ("extraction strength ↓", "forget_extraction_strength", "{:.2f}"),
     ("relearned (held-out Prob.) ↓", "relearn/recovered/prob", "{:.1%}"),
+    ("4-bit: forget Prob. recovered ↓", "quantize/4/recovered/prob", "{:.1%}"),
+    ("forget answers' perplexity ×retain's ↓", "forget_answer_fluency/perplexity_ratio",
+     "{:.1f}"),
+    ("longest repeat ↓", "forget_answer_fluency/max_repeat_run", "{:.1f}"),
 )
 RANGE_COLUMNS = ("forget_quality", "model_utility")  # also shown as min–max
 
@@ -203,9 +207,14 @@ def markdown_table(figures: dict[str, Any]) -> str:
              else "each seed fine-tuning its own target and retain models")
     lines += ["", f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
               f"({reuse}); below forget quality and model utility, the range (min–max) of "
-              "the seeds' values. MIA: attacks still separating forget from held-out people, "
-              "per seed. A figure without a spread was the same in every seed. Every seed's value: "
-              "`docs/readme_figures.json`."]
+              "the seeds' values. 4-bit: the share of the forget Prob. the unlearning took "
+              "away that comes back when the model's linear weights are rounded to 4 bits "
+              "(for ULD, the target's and the assistant's). Perplexity: of the generated "
+              "forget answers under the retain model, over that of the retain model's own "
+              "answers (issue 17's aim: ≤ 1.5). Longest repeat: the most back-to-back "
+              "repeats of one phrase in any forget answer. MIA: attacks still separating "
+              "forget from held-out people, per seed. A figure without a spread was the same "
+              "in every seed. Every seed's value: `docs/readme_figures.json`."]
     return "\n".join(lines) + "\n"
 
 
@@ -448,6 +457,8 @@ def main() -> None:
             figures["muse"] = run_muse(args)
         elif args.results.is_file():
             figures["muse"] = json.loads(args.results.read_text()).get("muse")
+        if args.results.is_file():  # only --only-tofu-real runs it (an hour): kept
+            figures["tofu-real"] = json.loads(args.results.read_text()).get("tofu-real")
         atomic_write_json(args.results, figures)
         # the README's plot: the seeds' means with min-max error bars
         PLOT.write_bytes((args.out / "report" / "tradeoff.png").read_bytes())
