@@ -117,24 +117,28 @@ def run_tofu_real(args: argparse.Namespace) -> dict[str, Any]:
     config = DemoConfig(out=str(Path(args.out) / "tofu-real"), benchmark="tofu-real",
                         seed=args.seed, relearn=False, quantize=False)
     combined = run_demo_seeds(config, args.seeds, log=print)
-    seeds = seeds_of(combined)
-    rows = _seed_rows(combined, TOFU_REAL_COLUMNS)
-    for name, row in rows.items():
-        row["mia_separating"] = [
-            _separating(json.loads((Path(config.out) / f"seed-{seed}" / "results.json")
-                                   .read_text()), name) for seed in seeds]
-    return {"seeds": seeds, "rows": rows}
+    return {"seeds": seeds_of(combined),
+            "rows": _seed_rows(combined, TOFU_REAL_COLUMNS, mia_of=config.out)}
 
 
-def _seed_rows(combined: dict[str, Any], columns: tuple, under: str = "") -> dict[str, Any]:
-    """Each model's spreads over the seeds for `columns` (paths below `under`)."""
-    from uldkit.report.seeds import spreads
+def _seed_rows(combined: dict[str, Any], columns: tuple, under: str = "",
+               mia_of: str | Path | None = None) -> dict[str, Any]:
+    """Each model's spreads over the seeds for `columns` (paths below `under`); with
+    `mia_of` (the seeds' parent directory), also each seed's MIA verdict counts."""
+    from uldkit.report.seeds import seed_dir, seeds_of, spreads
+    from uldkit.training.run_dir import RunDir
 
+    seed_results = [] if mia_of is None else [
+        json.loads(RunDir(seed_dir(mia_of, seed)).summary("results").read_text())
+        for seed in seeds_of(combined)]
     rows = {}
     for name in ["target", "retain", *combined["methods"]]:
         prefix = name if name in ("target", "retain") else f"methods/{name}"
         found = spreads(combined, f"{prefix}/{under}" if under else prefix)
         rows[name] = {key: found[key].to_dict() for _, key, _ in columns if key in found}
+        if mia_of is not None:
+            rows[name]["mia_separating"] = [_separating(results, name)
+                                            for results in seed_results]
     return rows
 
 
@@ -152,24 +156,13 @@ def run_muse(args: argparse.Namespace) -> dict[str, Any]:
 def figures_file(combined: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """What the README's table shows, per model and figure: mean, std, min, max and the
     seeds' values; and the MIA verdict counts of each seed."""
-    from uldkit.report.seeds import SPREAD_NOTE, seeds_of, spreads
+    from uldkit.report.seeds import SPREAD_NOTE, seeds_of
 
     seeds = seeds_of(combined)
-    rows: dict[str, Any] = {}
-    names = ["target", "retain", *combined["methods"]]
-    for name in names:
-        prefix = name if name in ("target", "retain") else f"methods/{name}"
-        found = spreads(combined, prefix)
-        row: dict[str, Any] = {}
-        for _, key, _ in COLUMNS:
-            if key in found:
-                row[key] = found[key].to_dict()
-        row["train_seconds"] = found["train_seconds"].to_dict() if "train_seconds" in found \
-            else None
-        row["mia_separating"] = [
-            _separating(json.loads((Path(args.out) / f"seed-{seed}" / "results.json").read_text()),
-                        name) for seed in seeds]
-        rows[name] = row
+    rows = _seed_rows(combined, (*COLUMNS, ("train time", "train_seconds", "{:.0f}")),
+                      mia_of=args.out)
+    for row in rows.values():
+        row.setdefault("train_seconds", None)
     return {
         "script": SCRIPT,
         "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
