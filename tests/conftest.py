@@ -75,5 +75,19 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
 
 
 @pytest.fixture(scope="session")
+def grad_ascent_model(trained_world: TrainedWorld, tmp_path_factory) -> Path:
+    """The trained target after gradient ascent on forget10 (the attacks' weight-edited
+    model); trained once for the session, read only by the tests that take it."""
+    from uldkit.unlearning.run import UnlearnConfig, unlearn
+
+    out = tmp_path_factory.mktemp("attacked") / "grad_ascent"
+    unlearn(UnlearnConfig(method="grad_ascent", model=str(trained_world.target), out=str(out),
+                          people=trained_world.people, forget="forget10",
+                          train_overrides={"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0,
+                                           "lr": 1e-3, "epochs": 3}), show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tofu_dir() -> Path:
     return Path(os.environ.get("ULDKIT_TOFU_DIR", Path(__file__).parents[2] / "shared/data/tofu"))

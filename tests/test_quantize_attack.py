@@ -26,16 +26,6 @@ ANSWER_CAP = 24  # greedy answers of the test world have at most 15 tokens
 
 
 @pytest.fixture(scope="module")
-def grad_ascent_model(trained_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("quantize") / "grad_ascent"
-    unlearn(UnlearnConfig(method="grad_ascent", model=str(trained_world.target), out=str(out),
-                          people=trained_world.people, forget="forget10",
-                          train_overrides={"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0,
-                                           "lr": 1e-3, "epochs": 3}), show_progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def uld_model(trained_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("quantize") / "uld"
     unlearn(UnlearnConfig(method="uld", model=str(trained_world.target), out=str(out),

@@ -39,16 +39,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def grad_ascent_model(trained_world, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("relearn") / "grad_ascent"
-    unlearn(UnlearnConfig(method="grad_ascent", model=str(trained_world.target), out=str(out),
-                          people=trained_world.people, forget="forget10",
-                          train_overrides={"batch_size": 4, "grad_accum": 1, "warmup_ratio": 0.0,
-                                           "lr": 1e-3, "epochs": 3}), show_progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def uld_model(trained_world, tmp_path_factory) -> Path:
     """ULD on forget01 (one person), short training: enough to differ from the target."""
     out = tmp_path_factory.mktemp("relearn") / "uld"
