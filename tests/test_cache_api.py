@@ -8,13 +8,13 @@ import warnings
 
 import pytest
 import torch
+from random_assistant import random_assistant
 from transformers.utils import logging as hf_logging
 
 from uldkit.models.generation import GenerationSettings, generate_ids
 from uldkit.models.lm import CausalLM
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.uld.assistant import ZeroCopyAssistant
 from uldkit.uld.combination import LogitCombination
 from uldkit.uld.logit_difference import LogitDifferenceModel
 
@@ -32,13 +32,7 @@ def model_and_tokenizer(tokenizer):
 
 
 def _uld(model, tokenizer) -> LogitDifferenceModel:
-    assistant = ZeroCopyAssistant(model, 2)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in assistant.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return LogitDifferenceModel(assistant.eval(), tokenizer, alpha=0.8, tau=0.01)
+    return LogitDifferenceModel(random_assistant(model), tokenizer, alpha=0.8, tau=0.01)
 
 
 def test_generation_prints_no_cache_deprecation(model_and_tokenizer, capfd) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from random_assistant import random_assistant
 
 from uldkit.data.formatting import encode_prompt
 from uldkit.errors import ConfigError
@@ -16,7 +17,6 @@ from uldkit.models.lm import CausalLM
 from uldkit.models.scoring import answer_scores
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.uld.assistant import ZeroCopyAssistant
 from uldkit.uld.logit_difference import LogitDifferenceModel
 from uldkit.unlearning.load import load_language_model
 
@@ -57,13 +57,8 @@ class Counted:
 def _models():
     tokenizer = train_bpe_tokenizer(TEXTS * 5, vocab_size=300)
     plain = CausalLM(build_tiny_llama(tokenizer, "tiny", seed=3).eval(), tokenizer)
-    assistant = ZeroCopyAssistant(build_tiny_llama(tokenizer, "tiny", seed=4).eval(), 2)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in assistant.named_parameters():
-            if "lora_B" in name:  # not zero: the assistant differs from the target
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    uld = LogitDifferenceModel(assistant.eval(), tokenizer, alpha=0.8, tau=0.0)
+    assistant = random_assistant(build_tiny_llama(tokenizer, "tiny", seed=4).eval())
+    uld = LogitDifferenceModel(assistant, tokenizer, alpha=0.8, tau=0.0)
     return {"plain": plain, "uld": uld}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from random_assistant import random_assistant
 
 from uldkit.data.synthetic import generate_world
 from uldkit.eval.memorisation import qa_memorisation
@@ -15,7 +15,6 @@ from uldkit.models.lm import CausalLM
 from uldkit.models.scoring import answer_scores
 from uldkit.models.tiny import build_tiny_llama
 from uldkit.models.tokenizer import train_bpe_tokenizer
-from uldkit.uld.assistant import ZeroCopyAssistant
 from uldkit.uld.combination import LogitCombination
 from uldkit.uld.logit_difference import LogitDifferenceModel
 
@@ -38,13 +37,8 @@ def pairs(world):
 
 
 def _uld(tokenizer, tau: float) -> LogitDifferenceModel:
-    assistant = ZeroCopyAssistant(build_tiny_llama(tokenizer, "tiny", seed=4).eval(), 2)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in assistant.named_parameters():
-            if "lora_B" in name:  # not zero: the assistant differs from the target
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return LogitDifferenceModel(assistant.eval(), tokenizer, alpha=0.8, tau=tau)
+    assistant = random_assistant(build_tiny_llama(tokenizer, "tiny", seed=4).eval())
+    return LogitDifferenceModel(assistant, tokenizer, alpha=0.8, tau=tau)
 
 
 def _models(tokenizer) -> dict[str, object]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from random_assistant import random_assistant
 from transformers import LlamaForSequenceClassification
 
 from uldkit.cli import main
@@ -58,13 +59,7 @@ def _left_padded(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.
 def _random_assistant(path: Path, layers: int = 2) -> tuple[ZeroCopyAssistant, object]:
     """An assistant whose adapters are not zero, so it differs from the target."""
     model, tokenizer = load_model(path)
-    assistant = ZeroCopyAssistant(model, layers)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in assistant.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return assistant.eval(), tokenizer
+    return random_assistant(model, layers), tokenizer
 
 
 def _prompts(trained_world, tokenizer, count: int = 3) -> list[list[int]]:
